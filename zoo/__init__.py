@@ -1,0 +1,3 @@
+"""zoo: pure flax.linen computer-vision models, importable with nothing but jax and flax."""
+
+from zoo.registry import ModelInfo, create_model, list_models, model_info, register_model
