@@ -1,0 +1,1 @@
+"""Training for the zoo models: input pipelines, parallelism, checkpoints, metrics, entry points."""
