@@ -1,0 +1,1 @@
+"""Recipes: one `get_config()` per file, run as `--config configs/<recipe>.py`."""

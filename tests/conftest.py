@@ -1,0 +1,8 @@
+"""Test-wide JAX settings: four fake CPU devices (so data parallelism is exercised) and fast compiles."""
+
+import jax
+
+# Must run before the first JAX computation creates the CPU backend.
+jax.config.update('jax_num_cpu_devices', 4)
+# The suite compiles many small programs and runs each only a few times.
+jax.config.update('jax_disable_most_optimizations', True)

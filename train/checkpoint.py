@@ -1,0 +1,62 @@
+"""Orbax checkpoints under `WORKDIR/checkpoints`: the latest k, plus the best by an eval metric."""
+
+import os
+from typing import Any
+
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+
+class Checkpointer:
+  """Saves a train state; restores the latest one into an abstract state's shapes and shardings.
+
+  Checkpoints saved with eval metrics compete for "best" (by `best_metric`, larger is better when
+  `best_mode='max'`); the `keep` most recent are kept whatever their metrics.
+  """
+
+  def __init__(self, workdir: str, *, keep: int, best_metric: str, best_mode: str = 'max'):
+    sign = 1.0 if best_mode == 'max' else -1.0
+    policy = checkpoint_managers.AnyPreservationPolicy([
+        checkpoint_managers.LatestN(n=keep),
+        checkpoint_managers.BestN(get_metric_fn=lambda m: sign * m[best_metric], n=1,
+                                  keep_checkpoints_without_metrics=False),
+    ])
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(preservation_policy=policy))
+    self._best_metric, self._sign = best_metric, sign
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, metrics: dict[str, float] | None = None) -> None:
+    """Starts an asynchronous save; a save already made at `step` is left as it is."""
+    if step in self._manager.all_steps():
+      return
+    self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
+
+  def restore(self, abstract_state: Any, step: int | None = None) -> Any:
+    """The state saved at `step` (default: latest), laid out like `abstract_state`.
+
+    `abstract_state` comes from `jax.eval_shape` with `.sharding` set on each leaf, so a
+    checkpoint restores onto a different number of devices than it was saved from.
+    """
+    step = self.latest_step() if step is None else step
+    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+  def best_step(self) -> int | None:
+    """The saved step with the best metric, or None when no save had metrics."""
+    scored = []
+    for step in self._manager.all_steps():
+      metrics = self._manager.metrics(step)
+      if metrics and self._best_metric in metrics:
+        scored.append((self._sign * metrics[self._best_metric], step))
+    return max(scored)[1] if scored else None
+
+  def wait(self) -> None:
+    """Blocks until every save has reached the disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+

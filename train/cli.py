@@ -1,0 +1,52 @@
+"""The command line shared by every entry point: config, overrides, workdir and multi-host flags.
+
+    python -m train.<task> --config configs/<recipe>.py[:arg] --workdir DIR [--config.field=value ...]
+        [--coordinator_address HOST:PORT --num_processes N --process_id I]
+
+Problems a user can fix (`UserError`) are printed as one line and exit with status 2.
+"""
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+import ml_collections
+
+from train import distributed
+from train.config import apply_overrides, load_config, split_overrides
+from train.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def parse_args(argv: Sequence[str], description: str
+               ) -> tuple[ml_collections.ConfigDict, argparse.Namespace]:
+  """The config with its overrides applied, and the other flags."""
+  rest, overrides = split_overrides(argv)
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument('--config', required=True,
+                      help='recipe file, e.g. configs/digits_cnn.py (optionally file.py:arg)')
+  parser.add_argument('--workdir', required=True,
+                      help='directory for checkpoints, metrics.jsonl and TensorBoard events; '
+                           'running again with the same workdir resumes')
+  distributed.add_flags(parser)
+  args = parser.parse_args(rest)
+  config = load_config(args.config)
+  apply_overrides(config, overrides)
+  return config, args
+
+
+def run(main: Callable[[ml_collections.ConfigDict, str], object], description: str,
+        argv: Sequence[str] | None = None) -> None:
+  """Parses the command line, starts multi-host JAX if asked, and calls `main(config, workdir)`."""
+  try:
+    config, args = parse_args(sys.argv[1:] if argv is None else argv, description)
+    distributed.initialize(args)
+    main(config, args.workdir)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+  except KeyboardInterrupt:
+    print('interrupted; run the same command again to resume from the latest checkpoint',
+          file=sys.stderr)
+    sys.exit(130)

@@ -1,0 +1,112 @@
+"""Config files (`get_config()` returning an ml_collections ConfigDict) and their overrides.
+
+A config is named as `path/to/file.py` or `path/to/file.py:ARG` (ARG goes to `get_config(ARG)`).
+Overrides are `--config.a.b=value` (or `--config.a.b value`); each must name an existing field,
+and the value is parsed to that field's type.
+"""
+
+import ast
+import difflib
+import importlib.util
+import os
+from typing import Any, Sequence
+
+import ml_collections
+
+from train.errors import UserError
+
+_PREFIX = '--config.'
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Imports the config file in `spec` ('file.py' or 'file.py:arg') and calls its get_config."""
+  path, _, arg = spec.partition(':')
+  if not os.path.isfile(path):
+    raise UserError(f'--config: no such config file {path!r} (recipes live in configs/)')
+  module_spec = importlib.util.spec_from_file_location('_zoo_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise UserError(f'--config: {path} defines no get_config() function')
+  config = module.get_config(arg) if arg else module.get_config()
+  config.lock()  # assignments to fields that do not exist fail from here on
+  return config
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+  """Separates `--config.x=v` / `--config.x v` overrides from the other arguments."""
+  rest, overrides = [], []
+  args = list(argv)
+  while args:
+    arg = args.pop(0)
+    if not arg.startswith(_PREFIX):
+      rest.append(arg)
+      continue
+    name, has_value, value = arg[len(_PREFIX):].partition('=')
+    if not has_value:
+      if not args:
+        raise UserError(f'--config.{name}: missing value')
+      value = args.pop(0)
+    overrides.append((name, value))
+  return rest, overrides
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Sequence[tuple[str, str]]) -> None:
+  """Sets each dotted field to its parsed value; unknown fields and bad values raise UserError."""
+  for dotted, text in overrides:
+    *parents, leaf = dotted.split('.')
+    node = config
+    for depth, key in enumerate(parents + [leaf]):
+      if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+        raise UserError(_unknown_field_message(dotted, '.'.join(parents[:depth]), node))
+      if depth < len(parents):
+        node = node[key]
+    value = _parse_like(node[leaf], text, dotted)
+    try:
+      node[leaf] = value
+    except (TypeError, ValueError) as e:
+      raise UserError(f'--config.{dotted}={text}: {e}') from None
+
+
+def _unknown_field_message(dotted: str, parent: str, node: Any) -> str:
+  where = f'config.{parent}' if parent else 'config'
+  if not isinstance(node, ml_collections.ConfigDict):
+    return f'unknown config field {dotted!r}: {where} is a value, not a group of fields'
+  known = sorted(node.keys())
+  close = difflib.get_close_matches(dotted.split('.')[-1], known, n=1)
+  hint = f'; did you mean {close[0]!r}?' if close else f'; {where} has: {", ".join(known)}'
+  return f'unknown config field {dotted!r}{hint}'
+
+
+def _parse_like(current: Any, text: str, dotted: str) -> Any:
+  """Parses `text` into the type of the field's current value."""
+  if isinstance(current, bool):
+    if text.lower() in ('true', '1', 'yes'):
+      return True
+    if text.lower() in ('false', '0', 'no'):
+      return False
+    raise UserError(f'--config.{dotted}={text}: expected true or false')
+  if isinstance(current, (int, float)):
+    try:
+      number = float(text) if isinstance(current, float) else int(text)
+    except ValueError:
+      kind = type(current).__name__
+      raise UserError(f'--config.{dotted}={text}: expected a number ({kind})') from None
+    return number
+  if isinstance(current, str):
+    return text
+  if isinstance(current, (tuple, list)):
+    parsed = _literal(text if text.strip().startswith(('(', '[')) else f'({text},)')
+    if not isinstance(parsed, (tuple, list)):
+      raise UserError(f'--config.{dotted}={text}: expected a comma-separated list')
+    return type(current)(parsed)
+  return _literal(text)
+
+
+def _literal(text: str) -> Any:
+  """A Python literal if `text` is one, else the text itself."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text

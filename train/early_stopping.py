@@ -1,0 +1,29 @@
+"""Stop training once an eval metric has not improved for `patience` evaluations."""
+
+import dataclasses
+import math
+
+
+@dataclasses.dataclass
+class EarlyStopping:
+  """Tracks the best value of one metric; `patience=0` never stops but still tracks the best."""
+  patience: int
+  mode: str = 'max'  # 'max' for accuracy, 'min' for a loss
+  min_delta: float = 0.0
+  best: float = dataclasses.field(init=False)
+  best_step: int | None = dataclasses.field(default=None, init=False)
+  evals_without_improvement: int = dataclasses.field(default=0, init=False)
+
+  def __post_init__(self):
+    if self.mode not in ('max', 'min'):
+      raise ValueError(f"mode={self.mode!r}: use 'max' or 'min'")
+    self.best = -math.inf if self.mode == 'max' else math.inf
+
+  def update(self, step: int, value: float) -> bool:
+    """Records an evaluation; returns True when training should stop."""
+    gain = value - self.best if self.mode == 'max' else self.best - value
+    if gain > self.min_delta:
+      self.best, self.best_step, self.evals_without_improvement = value, step, 0
+    else:
+      self.evals_without_improvement += 1
+    return 0 < self.patience <= self.evals_without_improvement
