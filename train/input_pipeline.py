@@ -1,0 +1,298 @@
+"""Input pipeline for image classification: TFDS datasets and image folders, per-process shares.
+
+Each process reads only its share of a split. Training streams are endless, shuffled per epoch
+and augmented with stateless randomness keyed on (seed, process, position in the stream), so a
+stream is a pure function of (config, seed) and resuming at step k replays nothing but the
+(cheap, undecoded) reads of the current epoch. Evaluation is one padded, masked pass in which
+every process yields the same number of batches.
+"""
+
+import dataclasses
+import functools
+import logging
+import math
+from typing import Iterator, NamedTuple, Protocol
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from train import augment as augment_lib
+from train import image_folder
+from train import tfds_source
+from train.errors import UserError
+
+try:
+  # Before TF touches them (imports don't): the accelerators belong to JAX.
+  tf.config.set_visible_devices([], 'GPU')
+except RuntimeError:  # Something ran TF ops before this module was imported.
+  logging.warning('TensorFlow was initialized before %s was imported; it may hold GPU memory.',
+                  __name__)
+
+FOLDER_PREFIX = 'folder:'
+NORMALIZATIONS = ('none', 'per_channel', 'featurewise', 'samplewise')
+# Keras adds this to standard deviations so a constant image or channel does not divide by 0.
+_STD_EPSILON = 1e-6
+# 'featurewise' statistics come from at most this many training images (the first ones, which
+# are in random order: TFDS shuffles when it prepares a dataset, folders are shuffled here).
+FEATUREWISE_MAX_EXAMPLES = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  num_classes: int
+  image_shape: tuple[int, int, int]  # (height, width, channels) of the batches, after resizing.
+  num_train: int
+  num_eval: int
+  class_names: tuple[str, ...]
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The `config.data` fields and their defaults; a recipe's `data` is laid over these."""
+  return ml_collections.ConfigDict(dict(
+      dataset='sklearn_digits',  # A TFDS name, or 'folder:/path/to/images'.
+      data_dir='',  # TFDS data_dir; '' means the TFDS default.
+      train_split='train',
+      eval_split='test',
+      image_size=(16, 16),  # (height, width) to resize to; () keeps the dataset's own size.
+      shuffle_buffer=10_000,
+      normalization='featurewise',  # One of NORMALIZATIONS.
+      mean=(),  # Per channel, on the [0, 1] scale, for 'per_channel'.
+      std=(),
+      augment=dict(augment_lib.DEFAULTS),
+      folder_test_fraction=0.2,  # For folders without train/ and test/ subfolders.
+  ))
+
+
+def get_dataset_info(data_config) -> DatasetInfo:
+  config = _complete(data_config)
+  source = _source(config)
+  return DatasetInfo(
+      num_classes=len(source.class_names),
+      image_shape=_output_shape(source, config),
+      num_train=source.num_examples(config.train_split),
+      num_eval=source.num_examples(config.eval_split),
+      class_names=tuple(source.class_names),
+  )
+
+
+def make_train_iterator(data_config, *, seed: int, global_batch_size: int,
+                        start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """Endless augmented batches of this process's share: {'image', 'label'}.
+
+  Deterministic given (config, seed); with `start_step=k` it yields exactly what a fresh
+  iterator yields from its k-th batch on.
+  """
+  config = _complete(data_config)
+  batch_size = _local_batch_size(global_batch_size)
+  source = _source(config)
+  index, count = jax.process_index(), jax.process_count()
+  raw = source.read(config.train_split, index, count)
+  num_local = int(raw.cardinality())
+  if num_local <= 0:
+    raise UserError(f'process {index} of {count} got no training examples from {source.name} '
+                    f'split {config.train_split!r}: use a larger split or fewer processes.')
+  key = tf.constant([seed, index], tf.int64)
+  shuffle_key, augment_key = (tf.random.experimental.stateless_fold_in(key, i) for i in (0, 1))
+
+  def epoch(number):
+    examples = raw
+    if config.shuffle_buffer > 1:
+      shuffle_seed = tf.random.stateless_uniform(
+          [], tf.random.experimental.stateless_fold_in(shuffle_key, number),
+          minval=None, maxval=None, dtype=tf.int64)
+      examples = examples.shuffle(config.shuffle_buffer, seed=shuffle_seed)
+    return examples.enumerate(start=number * num_local)
+
+  start = start_step * batch_size
+  preprocess = _preprocessor(source, config, augment_key=augment_key)
+  ds = tf.data.Dataset.counter(start // num_local).flat_map(epoch)
+  # Skipped before decoding: resuming costs reading at most one epoch, not processing it.
+  ds = ds.skip(start % num_local)
+  ds = ds.map(lambda position, example: preprocess(example, position),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch_size, drop_remainder=True)
+  return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+def make_eval_iterator(data_config, *,
+                       global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over this process's share: {'image', 'label', 'mask'}; padding has mask False.
+
+  Every process yields ceil(num_eval / global_batch_size) batches, however uneven the shares.
+  """
+  config = _complete(data_config)
+  batch_size = _local_batch_size(global_batch_size)
+  source = _source(config)
+  num_batches = math.ceil(source.num_examples(config.eval_split) / global_batch_size)
+  raw = source.read(config.eval_split, jax.process_index(), jax.process_count())
+  preprocess = _preprocessor(source, config)
+  ds = raw.map(lambda example: {**preprocess(example), 'mask': True},
+               num_parallel_calls=tf.data.AUTOTUNE)
+  padding = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
+  ds = ds.take(num_batches * batch_size).batch(batch_size)
+  return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+class Source(Protocol):
+  """Where examples come from: a `tfds_source.TfdsSource` or an `image_folder.ImageFolder`."""
+  name: str
+  class_names: tuple[str, ...]
+  image_shape: tuple[int | None, int | None, int]  # As stored; None where sizes vary.
+
+  def num_examples(self, split: str) -> int:
+    ...
+
+  def read(self, split: str, index: int, count: int) -> tf.data.Dataset:
+    """Process `index` of `count`'s share, in a fixed order: {'image': undecoded, 'label'}."""
+
+  def decode(self, image: tf.Tensor) -> tf.Tensor:
+    """An undecoded image to uint8 (H, W, C)."""
+
+
+def _complete(data_config) -> ml_collections.ConfigDict:
+  """`data_config` laid over `default_config()`, checked."""
+  config = default_config().to_dict()
+  for name, value in data_config.items():
+    if name == 'augment':
+      config['augment'] = augment_lib.validated(value)
+    elif name in config:
+      config[name] = value
+    else:  # Harmless if another part of the trainer reads it; a typo if not.
+      logging.warning('data.%s is not an input pipeline field (%s); ignored.', name,
+                      ', '.join(config))
+  config = ml_collections.ConfigDict(config)
+  if config.normalization not in NORMALIZATIONS:
+    raise UserError(f'data.normalization={config.normalization!r}: expected one of '
+                    f'{NORMALIZATIONS}.')
+  size = tuple(config.image_size)
+  if size and not (len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
+    raise UserError(f'data.image_size={config.image_size!r}: expected (height, width) or ().')
+  if not (isinstance(config.shuffle_buffer, int) and config.shuffle_buffer >= 0):
+    raise UserError(f'data.shuffle_buffer={config.shuffle_buffer!r}: expected an int >= 0.')
+  return config
+
+
+def _local_batch_size(global_batch_size: int) -> int:
+  count = jax.process_count()
+  if not (isinstance(global_batch_size, int) and global_batch_size > 0
+          and global_batch_size % count == 0):
+    raise UserError(f'global batch size {global_batch_size!r} must be a positive multiple of '
+                    f'the number of processes ({count}).')
+  return global_batch_size // count
+
+
+class _SourceKey(NamedTuple):
+  """The fields that pick a source and its splits."""
+  dataset: str
+  data_dir: str
+  train_split: str
+  eval_split: str
+  folder_test_fraction: float
+
+
+def _source(config) -> Source:
+  return _cached_source(_source_key(config))
+
+
+def _source_key(config) -> _SourceKey:
+  return _SourceKey(config.dataset, config.data_dir, config.train_split, config.eval_split,
+                    config.folder_test_fraction)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_source(key: _SourceKey) -> Source:
+  # Cached: a folder is checked file by file, and a builder is reused by info and iterators.
+  if key.dataset.startswith(FOLDER_PREFIX):
+    return image_folder.ImageFolder(
+        key.dataset[len(FOLDER_PREFIX):], train_split=key.train_split,
+        eval_split=key.eval_split, test_fraction=key.folder_test_fraction)
+  return tfds_source.TfdsSource(key.dataset, key.data_dir)
+
+
+def _output_shape(source: Source, config) -> tuple[int, int, int]:
+  height, width, channels = source.image_shape
+  if config.image_size:
+    height, width = config.image_size
+  elif height is None or width is None:
+    raise UserError(f'the images of {source.name} vary in size: set data.image_size = '
+                    '(height, width) to resize them to.')
+  return height, width, channels
+
+
+def _preprocessor(source: Source, config, augment_key: tf.Tensor | None = None):
+  """A function (example, position) -> {'image': float32 normalized, 'label': int32}.
+
+  With an `augment_key` (training) images are augmented, seeded by (key, position).
+  """
+  shape = _output_shape(source, config)
+  augment = augment_lib.make_augment(config.augment) if augment_key is not None else None
+  normalize = _normalizer(config, shape)
+
+  def preprocess(example, position=None):
+    image = _decoded(source, example['image'], shape)
+    if augment is not None:
+      image = augment(image, tf.random.experimental.stateless_fold_in(augment_key, position))
+    return {'image': normalize(image), 'label': tf.cast(example['label'], tf.int32)}
+
+  return preprocess
+
+
+def _decoded(source: Source, image: tf.Tensor, shape: tuple[int, int, int]) -> tf.Tensor:
+  """Decoded, in [0, 1], resized to `shape`."""
+  image = tf.image.convert_image_dtype(source.decode(image), tf.float32)
+  if tuple(image.shape[:2]) != shape[:2]:
+    # Antialiasing only matters when shrinking, and is slow. Either way values stay in [0, 1].
+    shrinking = not image.shape[:2].is_fully_defined() or any(
+        new < old for new, old in zip(shape[:2], image.shape[:2]))
+    image = tf.image.resize(image, shape[:2], antialias=shrinking)
+  return tf.ensure_shape(image, shape)
+
+
+def _normalizer(config, shape: tuple[int, int, int]):
+  """The function that maps a [0, 1] image to what the model sees."""
+  mode = config.normalization
+  if mode == 'none':
+    return lambda image: image
+  if mode == 'samplewise':  # As Keras: over all of the image's values.
+    return lambda image: ((image - tf.reduce_mean(image))
+                          / (tf.math.reduce_std(image) + _STD_EPSILON))
+  if mode == 'featurewise':
+    mean, std = _featurewise_stats(_source_key(config), shape)
+    std = std + _STD_EPSILON
+  else:
+    mean, std = _given_stats(config, shape[-1])
+  return lambda image: (image - mean) / std
+
+
+def _given_stats(config, channels: int) -> tuple[np.ndarray, np.ndarray]:
+  mean, std = np.asarray(config.mean, np.float32), np.asarray(config.std, np.float32)
+  if mean.shape != (channels,) or std.shape != (channels,) or not np.all(std > 0):
+    raise UserError(f"data.normalization='per_channel' needs data.mean and data.std with "
+                    f'{channels} value(s) each (std > 0, on the [0, 1] scale); got '
+                    f'mean={tuple(config.mean)!r}, std={tuple(config.std)!r}.')
+  return mean, std
+
+
+@functools.lru_cache(maxsize=8)
+def _featurewise_stats(key: _SourceKey,
+                       shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and std of the (resized, unaugmented) training images, on [0, 1].
+
+  Every process reads the same (whole-split) examples, so all normalize identically.
+  """
+  source = _cached_source(key)
+  ds = source.read(key.train_split, 0, 1).take(FEATUREWISE_MAX_EXAMPLES)
+  ds = ds.map(lambda example: _decoded(source, example['image'], shape),
+              num_parallel_calls=tf.data.AUTOTUNE).batch(256)
+  count, total, total_sq = 0, np.zeros(shape[-1]), np.zeros(shape[-1])
+  for images in ds.as_numpy_iterator():
+    pixels = images.reshape(-1, shape[-1]).astype(np.float64)
+    count += len(pixels)
+    total += pixels.sum(0)
+    total_sq += np.square(pixels).sum(0)
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
+  return mean.astype(np.float32), std.astype(np.float32)
