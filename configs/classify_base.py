@@ -6,25 +6,8 @@ devices and processes).
 
 import ml_collections
 
+from train.input_pipeline import default_config as default_data_config
 from train.optim import default_optim_config
-
-
-def data_config(dataset: str, image_size: tuple[int, ...] = ()) -> ml_collections.ConfigDict:
-  """Input pipeline fields (see train/input_pipeline.py)."""
-  return ml_collections.ConfigDict(dict(
-      dataset=dataset,  # a TFDS name, or 'folder:/path/to/images' (one subfolder per class)
-      data_dir='',  # TFDS data_dir; '' is TFDS's default
-      train_split='train',
-      eval_split='test',
-      image_size=tuple(image_size),  # (height, width) to resize to; () keeps the dataset's
-      shuffle_buffer=10_000,
-      normalization='featurewise',  # 'none' | 'per_channel' | 'featurewise' | 'samplewise'
-      mean=(),  # per channel on the [0, 1] scale, for 'per_channel'
-      std=(),
-      folder_test_fraction=0.2,  # image folders without train/ and test/ subfolders
-      augment=dict(flip=False, crop_padding=0, rotation=0.0, shift=0.0, zoom=0.0, shear=0.0,
-                   noise_std=0.0, custom=''),
-  ))
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -32,7 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = 'cnn'  # any name in zoo.list_models()
   config.model_kwargs = ml_collections.ConfigDict()  # fields of the model's dataclass
   config.dtype = 'float32'  # computation dtype; parameters stay float32
-  config.data = data_config('sklearn_digits')
+  config.data = default_data_config()  # fields: see train/input_pipeline.py
   config.seed = 0
   config.batch_size = 128
   config.eval_batch_size = 256

@@ -11,7 +11,8 @@ from configs import classify_base
 def get_config():
   config = classify_base.get_config()
   config.model = 'cnn'
-  config.data = classify_base.data_config('sklearn_digits', image_size=(16, 16))
+  config.data.dataset = 'sklearn_digits'
+  config.data.image_size = (16, 16)
   config.data.augment.rotation = 10.0
   config.data.augment.shift = 0.1
   config.batch_size = 64

@@ -35,8 +35,10 @@ def _tiny_config(tmp_path, **changes):
 
 
 def _tiny_state(mesh, num_classes=10, shape=(8, 8, 1)):
-  model = zoo.create_model('cnn', num_classes=num_classes, features=(4, 8), hidden=16)
-  tx = optim.make_optimizer(optim.default_optim_config(), 100, 10)
+  model = zoo.create_model('cnn', num_classes=num_classes, features=(4, 8), hidden=16,
+                           dropout_rate=0.0)
+  tx = optim.make_optimizer(
+      optim.default_optim_config(learning_rate=1e-2, schedule='constant'), 100, 10)
   init = functools.partial(create_train_state, model, tx, input_shape=shape)
   return init_on_mesh(init, jax.random.key(0), parallel.replicated(mesh))[0]
 
@@ -51,8 +53,8 @@ def _batch(mesh, n=8, seed=0):
 def test_train_step_is_traced_once_and_lowers_the_loss():
   mesh = parallel.make_mesh()
   state = _tiny_state(mesh)
-  step = jax.jit(chex.assert_max_traces(
-      functools.partial(classify.train_step, label_smoothing=0.1), n=1), donate_argnums=0)
+  step = jax.jit(functools.partial(chex.assert_max_traces(classify.train_step, n=1),
+                                   label_smoothing=0.1), donate_argnums=0)
   batch = _batch(mesh)
   losses = []
   for _ in range(30):

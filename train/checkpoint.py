@@ -1,10 +1,21 @@
 """Orbax checkpoints under `WORKDIR/checkpoints`: the latest k, plus the best by an eval metric."""
 
+import logging
 import os
 from typing import Any
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
+
+
+class _SkipUnscoredSaveWarning(logging.Filter):
+  """Periodic saves between evaluations carry no metrics by design; Orbax warns at each one."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return 'did not provide metrics' not in record.getMessage()
+
+
+logging.getLogger('absl').addFilter(_SkipUnscoredSaveWarning())
 
 
 class Checkpointer:
@@ -16,15 +27,16 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int, best_metric: str, best_mode: str = 'max'):
     sign = 1.0 if best_mode == 'max' else -1.0
+    score = lambda metrics: sign * metrics[best_metric]
     policy = checkpoint_managers.AnyPreservationPolicy([
         checkpoint_managers.LatestN(n=keep),
-        checkpoint_managers.BestN(get_metric_fn=lambda m: sign * m[best_metric], n=1,
+        checkpoint_managers.BestN(get_metric_fn=score, n=1,
                                   keep_checkpoints_without_metrics=False),
     ])
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-    self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(preservation_policy=policy))
-    self._best_metric, self._sign = best_metric, sign
+    # best_fn makes Orbax store the metrics beside each checkpoint, which BestN ranks by.
+    self._manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+        preservation_policy=policy, best_fn=score, best_mode='max'))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -45,13 +57,8 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
   def best_step(self) -> int | None:
-    """The saved step with the best metric, or None when no save had metrics."""
-    scored = []
-    for step in self._manager.all_steps():
-      metrics = self._manager.metrics(step)
-      if metrics and self._best_metric in metrics:
-        scored.append((self._sign * metrics[self._best_metric], step))
-    return max(scored)[1] if scored else None
+    """The saved step with the best metric (the latest one when no save had metrics)."""
+    return self._manager.best_step()
 
   def wait(self) -> None:
     """Blocks until every save has reached the disk."""

@@ -6,7 +6,6 @@ in `DIR/checkpoints`. Running the same command again resumes from the latest che
 """
 
 import functools
-import math
 from typing import Any, Iterable
 
 import jax
@@ -16,15 +15,13 @@ import numpy as np
 import optax
 
 import zoo
-from train import cli, input_pipeline, optim, parallel
+from train import cli, input_pipeline, loop, optim, parallel
 from train.checkpoint import Checkpointer
 from train.early_stopping import EarlyStopping
 from train.errors import UserError
 from train.metric_writer import MetricWriter
-from train.progress import Progress
+from train.progress import format_metrics
 from train.state import TrainState, create_train_state, init_on_mesh
-
-EVAL_METRICS = ('loss', 'accuracy', 'top5_accuracy')
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
@@ -50,8 +47,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   metrics = {
       'loss': loss,
       'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
-      'grad_norm': optax.global_norm(grads),
-      'param_norm': optax.global_norm(state.params),
+      'grad_norm': optax.tree.norm(grads),
+      'param_norm': optax.tree.norm(state.params),
   }
   return state, metrics
 
@@ -93,10 +90,6 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
     raise UserError(f'config.model={config.model!r}: {e}') from None
 
 
-def _steps(epochs: float, steps_per_epoch: int) -> int:
-  return max(1, round(epochs * steps_per_epoch))
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains and evaluates as `config` says; returns the final eval metrics."""
   for field in ('batch_size', 'eval_batch_size'):
@@ -105,95 +98,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   info = input_pipeline.get_dataset_info(config.data)
   model = build_model(config, info.num_classes)
   steps_per_epoch = max(1, info.num_train // config.batch_size)
-  total_steps = _steps(config.num_epochs, steps_per_epoch)
-  eval_every = _steps(config.eval_every_epochs, steps_per_epoch)
-  checkpoint_every = _steps(config.checkpoint_every_epochs, steps_per_epoch)
-  tx = optim.make_optimizer(config.optim, total_steps, steps_per_epoch)
+  cadence = loop.Cadence.from_epochs(config, steps_per_epoch)
+  tx = optim.make_optimizer(config.optim, cadence.total_steps, steps_per_epoch)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   state, abstract_state = init_on_mesh(
       functools.partial(create_train_state, model, tx, input_shape=info.image_shape),
       init_rng, parallel.replicated(mesh))
-
   checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric='accuracy')
-  if checkpointer.latest_step() is not None:
-    state = checkpointer.restore(abstract_state)
-    _say(f'Resuming from the checkpoint at step {int(state.step)} in {checkpointer.directory}')
+  state = loop.restore_latest(checkpointer, state, abstract_state)
   start_step = int(state.step)
+  loop.say(f'{config.model}: {loop.count_params(state.params):,} parameters; '
+           f'{info.num_train} training and {info.num_eval} eval examples of '
+           f'{config.data.dataset} {info.image_shape}; {cadence.total_steps} steps of '
+           f'{config.batch_size} on {jax.device_count()} device(s)')
 
-  _say(f'{config.model}: {_count(state.params):,} parameters; {info.num_train} training and '
-       f'{info.num_eval} eval examples of {config.data.dataset} {info.image_shape}; '
-       f'{total_steps} steps of {config.batch_size} on {jax.device_count()} device(s)')
-  train_fn = jax.jit(functools.partial(train_step, label_smoothing=config.label_smoothing),
-                     donate_argnums=0)
   eval_fn = jax.jit(eval_step)
-  eval_batches = lambda: input_pipeline.make_eval_iterator(  # pylint: disable=g-long-lambda
-      config.data, global_batch_size=config.eval_batch_size)
-  train_batches = input_pipeline.make_train_iterator(
-      config.data, seed=config.seed, global_batch_size=config.batch_size, start_step=start_step)
-
+  run_eval = lambda state, step: evaluate(  # pylint: disable=g-long-lambda
+      eval_fn, state, input_pipeline.make_eval_iterator(
+          config.data, global_batch_size=config.eval_batch_size), mesh)
   writer = MetricWriter(workdir)
-  progress = Progress(total_steps, start_step)
-  stopper = EarlyStopping(config.early_stopping.patience, config.early_stopping.mode,
-                          config.early_stopping.min_delta)
-  schedule = optim.learning_rate_schedule(config.optim, total_steps, steps_per_epoch)
-  eval_metrics, step_metrics = None, []
-  for step in range(start_step + 1, total_steps + 1):
-    state, metrics = train_fn(state, parallel.shard_batch(next(train_batches), mesh), dropout_rng)
-    step_metrics.append(metrics)
-    if step % config.log_every_steps == 0 or step == total_steps:
-      means = _mean_on_host(step_metrics)
-      step_metrics = []
-      if not math.isfinite(means['loss']):
-        checkpointer.wait()
-        raise UserError(f'the training loss is {means["loss"]} at step {step}; lower '
-                        f'--config.optim.learning_rate or set --config.optim.grad_clip_norm. '
-                        f'Checkpoints up to step {checkpointer.latest_step()} are intact.')
-      means['learning_rate'] = float(schedule(step - 1))
-      means['steps_per_second'] = progress.report(step, means)
-      writer.write_scalars(step, 'train', means)
-    if step % eval_every == 0 or step == total_steps:
-      eval_metrics = evaluate(eval_fn, state, eval_batches(), mesh)
-      writer.write_scalars(step, 'eval', eval_metrics)
-      _say(f'eval at step {step}: ' + _format(eval_metrics))
-      checkpointer.save(step, state, metrics=eval_metrics)
-      progress.restart_clock(step)
-      if stopper.update(step, eval_metrics[config.early_stopping.metric]):
-        _say(f'Early stopping at step {step}: {config.early_stopping.metric} has not improved '
-             f'for {stopper.patience} evaluations (best {stopper.best:.4f} at step '
-             f'{stopper.best_step}).')
-        break
-    elif step % checkpoint_every == 0:
-      checkpointer.save(step, state)
-
-  if eval_metrics is None:  # resumed a finished run: evaluate what was restored
-    eval_metrics = evaluate(eval_fn, state, eval_batches(), mesh)
-  final_step = int(state.step)
-  checkpointer.save(final_step, state, metrics=eval_metrics)
-  checkpointer.wait()
-  _say(f'Final eval on {eval_metrics["count"]} {config.data.eval_split} examples at step '
-       f'{final_step}: ' + _format(eval_metrics) +
-       f' (best accuracy checkpoint: step {checkpointer.best_step()})')
+  state, eval_metrics = loop.train_loop(
+      state, start_step=start_step, cadence=cadence,
+      train_fn=jax.jit(functools.partial(train_step, label_smoothing=config.label_smoothing),
+                       donate_argnums=0),
+      batches=input_pipeline.make_train_iterator(
+          config.data, seed=config.seed, global_batch_size=config.batch_size,
+          start_step=start_step),
+      mesh=mesh, rng=dropout_rng, evaluate=run_eval, checkpointer=checkpointer, writer=writer,
+      learning_rate=optim.learning_rate_schedule(config.optim, cadence.total_steps,
+                                                 steps_per_epoch),
+      stopper=EarlyStopping(**config.early_stopping.to_dict()))
+  loop.say(f'Final eval on {eval_metrics["count"]} {config.data.eval_split} examples at step '
+           f'{int(state.step)}: ' + format_metrics(eval_metrics) +
+           f' (best accuracy checkpoint: step {checkpointer.best_step()})')
   checkpointer.close()
   writer.close()
   return eval_metrics
-
-
-def _mean_on_host(step_metrics: list[dict[str, jax.Array]]) -> dict[str, float]:
-  stacked = parallel.to_host(jax.tree.map(lambda *xs: jnp.stack(xs), *step_metrics))
-  return {name: float(np.mean(values)) for name, values in stacked.items()}
-
-
-def _count(params) -> int:
-  return sum(x.size for x in jax.tree.leaves(params))
-
-
-def _format(metrics: dict[str, float]) -> str:
-  return ' | '.join(f'{name} {metrics[name]:.4f}' for name in EVAL_METRICS)
-
-
-def _say(message: str) -> None:
-  if jax.process_index() == 0:
-    print(message, flush=True)
 
 
 def main() -> None:

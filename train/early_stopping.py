@@ -3,10 +3,13 @@
 import dataclasses
 import math
 
+from train.errors import UserError
+
 
 @dataclasses.dataclass
 class EarlyStopping:
   """Tracks the best value of one metric; `patience=0` never stops but still tracks the best."""
+  metric: str
   patience: int
   mode: str = 'max'  # 'max' for accuracy, 'min' for a loss
   min_delta: float = 0.0
@@ -16,11 +19,15 @@ class EarlyStopping:
 
   def __post_init__(self):
     if self.mode not in ('max', 'min'):
-      raise ValueError(f"mode={self.mode!r}: use 'max' or 'min'")
+      raise UserError(f"config.early_stopping.mode={self.mode!r}: use 'max' or 'min'")
     self.best = -math.inf if self.mode == 'max' else math.inf
 
-  def update(self, step: int, value: float) -> bool:
-    """Records an evaluation; returns True when training should stop."""
+  def update(self, step: int, metrics: dict[str, float]) -> bool:
+    """Records an evaluation's metrics; returns True when training should stop."""
+    if self.metric not in metrics:
+      raise UserError(f'config.early_stopping.metric={self.metric!r} is not an eval metric; '
+                      f'use one of {sorted(metrics)}')
+    value = metrics[self.metric]
     gain = value - self.best if self.mode == 'max' else self.best - value
     if gain > self.min_delta:
       self.best, self.best_step, self.evals_without_improvement = value, step, 0

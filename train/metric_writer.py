@@ -9,7 +9,7 @@ from typing import Mapping
 
 import jax
 import numpy as np
-import tensorflow as tf
+from tensorboardX import SummaryWriter
 
 from train import images as image_lib
 
@@ -23,7 +23,7 @@ class MetricWriter:
     if self.enabled:
       os.makedirs(os.path.join(workdir, 'images'), exist_ok=True)
       self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
-      self._tensorboard = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+      self._tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def write_scalars(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     if not self.enabled:
@@ -31,9 +31,9 @@ class MetricWriter:
     record = {'step': int(step), 'split': split, **{k: float(v) for k, v in metrics.items()}}
     self._jsonl.write(json.dumps(record) + '\n')
     self._jsonl.flush()
-    with self._tensorboard.as_default(step=int(step)):
-      for name, value in metrics.items():
-        tf.summary.scalar(f'{split}/{name}', float(value))
+    for name, value in metrics.items():
+      self._tensorboard.add_scalar(f'{split}/{name}', float(value), int(step))
+    self._tensorboard.flush()
 
   def write_images(self, step: int, name: str, images: np.ndarray, *, scale: int = 1) -> str | None:
     """Writes images (N, H, W, C) in [0, 1] as one grid; returns the PNG's path."""
@@ -42,8 +42,8 @@ class MetricWriter:
     grid = image_lib.make_grid(images, scale=scale)
     path = os.path.join(self.workdir, 'images', f'{name}_{int(step):07d}.png')
     image_lib.save_png(grid, path)
-    with self._tensorboard.as_default(step=int(step)):
-      tf.summary.image(name, grid[None], max_outputs=1)
+    self._tensorboard.add_image(name, grid, int(step), dataformats='HWC')
+    self._tensorboard.flush()
     return path
 
   def close(self) -> None:

@@ -12,7 +12,12 @@ DATA_AXIS = 'data'
 
 
 def make_mesh() -> jax.sharding.Mesh:
-  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,), axis_types=(AxisType.Explicit,))
+  """All devices on one 'data' axis.
+
+  The axis is Auto (the compiler propagates the batch sharding) rather than Explicit: flax.linen
+  layers such as Dropout draw unsharded random masks, which Explicit sharding rejects.
+  """
+  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:

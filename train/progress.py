@@ -7,6 +7,13 @@ from typing import Mapping
 import jax
 
 
+def format_metrics(metrics: Mapping[str, float]) -> str:
+  """`loss 0.1234 | accuracy 0.9688 | ...`: the loss first, then the rest by name."""
+  names = sorted((n for n, v in metrics.items() if isinstance(v, float)),
+                 key=lambda n: (n != 'loss', n))
+  return ' | '.join(f'{name} {metrics[name]:.4f}' for name in names)
+
+
 class Progress:
   """Prints `step 300/1000 | loss 0.2310 | accuracy 0.9375 | 42.1 steps/s | ETA 0:00:16`."""
 
@@ -21,9 +28,8 @@ class Progress:
     self._last_step, self._last_time = step, now
     if jax.process_index() == 0:
       eta = datetime.timedelta(seconds=round((self.total_steps - step) / max(rate, 1e-9)))
-      values = ' | '.join(f'{k} {v:.4f}' for k, v in metrics.items())
-      print(f'step {step}/{self.total_steps} | {values} | {rate:.1f} steps/s | ETA {eta}',
-            flush=True)
+      print(f'step {step}/{self.total_steps} | {format_metrics(metrics)} | {rate:.1f} steps/s '
+            f'| ETA {eta}', flush=True)
     return rate
 
   def restart_clock(self, step: int) -> None:
