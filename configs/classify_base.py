@@ -16,6 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model_kwargs = ml_collections.ConfigDict()  # fields of the model's dataclass
   config.dtype = 'float32'  # computation dtype; parameters stay float32
   config.data = default_data_config()  # fields: see train/input_pipeline.py
+  config.data.shards = 8  # the same batches on 1, 2, 4 or 8 processes
   config.seed = 0
   config.batch_size = 128
   config.eval_batch_size = 256

@@ -358,3 +358,21 @@ def test_folder_bad_file_is_named(tmp_path, content, message):
 def test_missing_folder(tmp_path):
   with pytest.raises(UserError, match='is not a folder'):
     input_pipeline.get_dataset_info(_folder_config(tmp_path / 'nowhere'))
+
+
+def test_fixed_shards_give_the_same_global_batches_on_any_process_count(data_dir, monkeypatch):
+  config = _config(data_dir, augment=AUGMENT, shards=4)
+  make = lambda: _take(input_pipeline.make_train_iterator(config, seed=0, global_batch_size=32,
+                                                          start_step=40), 2)
+  single = make()  # Step 40 is past the first epoch of every shard.
+  shares = []
+  for index in range(2):
+    _processes(monkeypatch, index, 2)
+    shares.append(make())
+  for step, batch in enumerate(single):
+    for key in ('image', 'label'):
+      np.testing.assert_array_equal(
+          batch[key], np.concatenate([share[step][key] for share in shares]))
+  with pytest.raises(UserError, match=r'data.shards=4 must be a multiple of the number of '
+                                      r'processes \(2\) and divide the global batch size \(30\)'):
+    input_pipeline.make_train_iterator(config, seed=0, global_batch_size=30)

@@ -1,7 +1,7 @@
 """Input pipeline for image classification: TFDS datasets and image folders, per-process shares.
 
 Each process reads only its share of a split. Training streams are endless, shuffled per epoch
-and augmented with stateless randomness keyed on (seed, process, position in the stream), so a
+and augmented with stateless randomness keyed on (seed, shard, position in the stream), so a
 stream is a pure function of (config, seed) and resuming at step k replays nothing but the
 (cheap, undecoded) reads of the current epoch. Evaluation is one padded, masked pass in which
 every process yields the same number of batches.
@@ -57,6 +57,8 @@ def default_config() -> ml_collections.ConfigDict:
       eval_split='test',
       image_size=(16, 16),  # (height, width) to resize to; () keeps the dataset's own size.
       shuffle_buffer=10_000,
+      shards=0,  # Training streams; 0: one per process. A fixed number makes the batches
+      # (and so the results) the same whatever the number of processes that divides it.
       normalization='featurewise',  # One of NORMALIZATIONS.
       mean=(),  # Per channel, on the [0, 1] scale, for 'per_channel'.
       std=(),
@@ -82,18 +84,38 @@ def make_train_iterator(data_config, *, seed: int, global_batch_size: int,
   """Endless augmented batches of this process's share: {'image', 'label'}.
 
   Deterministic given (config, seed); with `start_step=k` it yields exactly what a fresh
-  iterator yields from its k-th batch on.
+  iterator yields from its k-th batch on. The split is read as `data.shards` streams (0: one
+  per process), each a fixed slice of every global batch, and each process reads only its
+  own streams: with a fixed number of shards the global batches do not depend on how many
+  processes read them.
   """
   config = _complete(data_config)
-  batch_size = _local_batch_size(global_batch_size)
+  _local_batch_size(global_batch_size)
   source = _source(config)
-  index, count = jax.process_index(), jax.process_count()
-  raw = source.read(config.train_split, index, count)
+  count = jax.process_count()
+  shards = config.shards or count
+  if shards % count or global_batch_size % shards:
+    raise UserError(f'data.shards={shards} must be a multiple of the number of processes '
+                    f'({count}) and divide the global batch size ({global_batch_size}); '
+                    f'set --config.data.shards accordingly.')
+  per_process = shards // count
+  first = jax.process_index() * per_process
+  streams = [_shard_stream(source, config, seed, shard, shards, global_batch_size // shards,
+                           start_step) for shard in range(first, first + per_process)]
+  ds = streams[0] if per_process == 1 else tf.data.Dataset.zip(tuple(streams)).map(
+      lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
+  return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+def _shard_stream(source: 'Source', config, seed: int, shard: int, shards: int, batch_size: int,
+                  start_step: int) -> tf.data.Dataset:
+  """Shard `shard` of `shards` of the training split: shuffled per epoch, augmented, batched."""
+  raw = source.read(config.train_split, shard, shards)
   num_local = int(raw.cardinality())
   if num_local <= 0:
-    raise UserError(f'process {index} of {count} got no training examples from {source.name} '
-                    f'split {config.train_split!r}: use a larger split or fewer processes.')
-  key = tf.constant([seed, index], tf.int64)
+    raise UserError(f'shard {shard} of {shards} got no training examples from {source.name} '
+                    f'split {config.train_split!r}: use a larger split or fewer shards.')
+  key = tf.constant([seed, shard], tf.int64)
   shuffle_key, augment_key = (tf.random.experimental.stateless_fold_in(key, i) for i in (0, 1))
 
   def epoch(number):
@@ -112,8 +134,7 @@ def make_train_iterator(data_config, *, seed: int, global_batch_size: int,
   ds = ds.skip(start % num_local)
   ds = ds.map(lambda position, example: preprocess(example, position),
               num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(batch_size, drop_remainder=True)
-  return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  return ds.batch(batch_size, drop_remainder=True)
 
 
 def make_eval_iterator(data_config, *,
@@ -170,6 +191,8 @@ def _complete(data_config) -> ml_collections.ConfigDict:
   size = tuple(config.image_size)
   if size and not (len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
     raise UserError(f'data.image_size={config.image_size!r}: expected (height, width) or ().')
+  if not (isinstance(config.shards, int) and config.shards >= 0):
+    raise UserError(f'data.shards={config.shards!r}: expected an int >= 0.')
   if not (isinstance(config.shuffle_buffer, int) and config.shuffle_buffer >= 0):
     raise UserError(f'data.shuffle_buffer={config.shuffle_buffer!r}: expected an int >= 0.')
   return config

@@ -1,3 +1,5 @@
 """zoo: pure flax.linen computer-vision models, importable with nothing but jax and flax."""
 
 from zoo.registry import ModelInfo, create_model, list_models, model_info, register_model
+from zoo.features import extract_features
+from zoo import cnn, resnet, vgg  # register the classifiers
