@@ -376,3 +376,26 @@ def test_fixed_shards_give_the_same_global_batches_on_any_process_count(data_dir
   with pytest.raises(UserError, match=r'data.shards=4 must be a multiple of the number of '
                                       r'processes \(2\) and divide the global batch size \(30\)'):
     input_pipeline.make_train_iterator(config, seed=0, global_batch_size=30)
+
+
+def test_classes_keeps_only_those_labels_in_both_splits(data_dir, monkeypatch):
+  kept = (0, 3, 8)
+  config = _config(data_dir, classes=kept, normalization='none')
+  labels = {split: sorted(label for label in _split(data_dir, split)[0] if label in kept)
+            for split in ('train', 'test')}
+  info = input_pipeline.get_dataset_info(config)
+  assert (info.num_classes, info.num_train, info.num_eval) == (
+      10, len(labels['train']), len(labels['test']))
+  # A batch of the whole subset is one epoch: each kept example once, nothing else.
+  for batch in _take(input_pipeline.make_train_iterator(
+      config, seed=0, global_batch_size=len(labels['train'])), 2):
+    assert sorted(batch['label'].tolist()) == labels['train']
+  # Evaluation on two processes: every kept test example exactly once.
+  seen = []
+  for index in range(2):
+    _processes(monkeypatch, index, 2)
+    for batch in input_pipeline.make_eval_iterator(config, global_batch_size=64):
+      seen += batch['label'][batch['mask']].tolist()
+  assert sorted(seen) == labels['test']
+  with pytest.raises(UserError, match=r'data.classes=\(3, 10\): expected labels in 0..9'):
+    input_pipeline.get_dataset_info(_config(data_dir, classes=(3, 10)))

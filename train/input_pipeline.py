@@ -64,6 +64,7 @@ def default_config() -> ml_collections.ConfigDict:
       std=(),
       augment=dict(augment_lib.DEFAULTS),
       folder_test_fraction=0.2,  # For folders without train/ and test/ subfolders.
+      classes=(),  # Labels to keep, e.g. (0, 1, ..., 8); () keeps every class.
   ))
 
 
@@ -214,6 +215,7 @@ class _SourceKey(NamedTuple):
   train_split: str
   eval_split: str
   folder_test_fraction: float
+  classes: tuple[int, ...]
 
 
 def _source(config) -> Source:
@@ -222,17 +224,62 @@ def _source(config) -> Source:
 
 def _source_key(config) -> _SourceKey:
   return _SourceKey(config.dataset, config.data_dir, config.train_split, config.eval_split,
-                    config.folder_test_fraction)
+                    config.folder_test_fraction, tuple(config.classes))
 
 
 @functools.lru_cache(maxsize=8)
 def _cached_source(key: _SourceKey) -> Source:
   # Cached: a folder is checked file by file, and a builder is reused by info and iterators.
   if key.dataset.startswith(FOLDER_PREFIX):
-    return image_folder.ImageFolder(
+    source = image_folder.ImageFolder(
         key.dataset[len(FOLDER_PREFIX):], train_split=key.train_split,
         eval_split=key.eval_split, test_fraction=key.folder_test_fraction)
-  return tfds_source.TfdsSource(key.dataset, key.data_dir)
+  else:
+    source = tfds_source.TfdsSource(key.dataset, key.data_dir)
+  return _ClassSubset(source, key.classes) if key.classes else source
+
+
+class _ClassSubset:
+  """The examples of `source` whose label is in `classes` (`data.classes`).
+
+  Labels keep their values and `class_names` stays whole, so a model trained on a subset
+  still speaks the dataset's label space (e.g. train on digits 0-8, score all ten).
+  """
+
+  def __init__(self, source: Source, classes: tuple[int, ...]):
+    num_classes = len(source.class_names)
+    if not all(isinstance(c, int) and 0 <= c < num_classes for c in classes):
+      raise UserError(f'data.classes={classes!r}: expected labels in 0..{num_classes - 1} of '
+                      f'{source.name}.')
+    self._source = source
+    self._classes = tf.constant(sorted(set(classes)), tf.int64)
+    self._counts = {}
+    self.name = f'{source.name} (classes {", ".join(map(str, classes))})'
+    self.class_names = source.class_names
+    self.image_shape = source.image_shape
+
+  def num_examples(self, split: str) -> int:
+    return self._count(split, 0, 1)
+
+  def read(self, split: str, index: int, count: int) -> tf.data.Dataset:
+    # Filtering forgets the size, which the training stream needs to number its epochs.
+    return self._filtered(split, index, count).apply(
+        tf.data.experimental.assert_cardinality(self._count(split, index, count)))
+
+  def decode(self, image: tf.Tensor) -> tf.Tensor:
+    return self._source.decode(image)
+
+  def _filtered(self, split: str, index: int, count: int) -> tf.data.Dataset:
+    keep = lambda example: tf.reduce_any(tf.cast(example['label'], tf.int64) == self._classes)
+    return self._source.read(split, index, count).filter(keep)
+
+  def _count(self, split: str, index: int, count: int) -> int:
+    """Examples kept in a share, counted once by reading it (labels and undecoded images)."""
+    if (split, index, count) not in self._counts:
+      ds = self._filtered(split, index, count)
+      self._counts[split, index, count] = int(ds.reduce(tf.constant(0, tf.int64),
+                                                        lambda n, _: n + 1))
+    return self._counts[split, index, count]
 
 
 def _output_shape(source: Source, config) -> tuple[int, int, int]:
