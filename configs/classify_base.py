@@ -19,6 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.shards = 8  # the same batches on 1, 2, 4 or 8 processes
   config.seed = 0
   config.batch_size = 128
+  config.grad_accum_steps = 1  # micro-batches per step: the same update in less memory
+  config.parallelism = 'jit'  # or 'pmap'
   config.eval_batch_size = 256
   config.num_epochs = 10.0
   config.optim = default_optim_config()

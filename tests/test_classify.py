@@ -72,7 +72,8 @@ def test_eval_counts_each_example_once_with_padding():
   batch = jax.device_get(_batch(mesh, n=8))
   mask = np.array([1, 1, 1, 1, 1, 0, 0, 0], bool)
   padded = {'image': batch['image'], 'label': batch['label'], 'mask': mask}
-  got = classify.evaluate(jax.jit(classify.eval_step), state, [padded], mesh)
+  got = classify.evaluate(jax.jit(classify.eval_step), state, [padded],
+                          parallel.JitParallelism(mesh))
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
                           jnp.asarray(batch['image'][:5]), train=False)
   expected_loss = float(classify.cross_entropy(logits, batch['label'][:5], 0.0).mean())

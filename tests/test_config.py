@@ -29,6 +29,11 @@ def test_overrides_are_parsed_to_the_field_type():
   assert config.model == 'vgg11'
 
 
+def test_model_kwargs_take_new_fields_as_literals():
+  config = _load('--config.model_kwargs.widths=(4,8,16)', '--config.model_kwargs.stem=cifar')
+  assert config.model_kwargs.to_dict() == {'widths': (4, 8, 16), 'stem': 'cifar'}
+
+
 def test_other_arguments_pass_through():
   rest, overrides = config_lib.split_overrides(['--workdir', 'w', '--config.seed=3'])
   assert rest == ['--workdir', 'w'] and overrides == [('seed', '3')]

@@ -2,7 +2,8 @@
 
 A config is named as `path/to/file.py` or `path/to/file.py:ARG` (ARG goes to `get_config(ARG)`).
 Overrides are `--config.a.b=value` (or `--config.a.b value`); each must name an existing field,
-and the value is parsed to that field's type.
+and the value is parsed to that field's type. Groups listed in OPEN_GROUPS (the model's own
+dataclass fields) take new names too, parsed as Python literals; the model checks them.
 """
 
 import ast
@@ -16,6 +17,7 @@ import ml_collections
 from train.errors import UserError
 
 _PREFIX = '--config.'
+OPEN_GROUPS = ('model_kwargs',)
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -56,6 +58,10 @@ def apply_overrides(config: ml_collections.ConfigDict,
   """Sets each dotted field to its parsed value; unknown fields and bad values raise UserError."""
   for dotted, text in overrides:
     *parents, leaf = dotted.split('.')
+    if '.'.join(parents) in OPEN_GROUPS and leaf not in config['.'.join(parents)]:
+      with config.unlocked():
+        config['.'.join(parents)][leaf] = _literal(text)
+      continue
     node = config
     for depth, key in enumerate(parents + [leaf]):
       if not isinstance(node, ml_collections.ConfigDict) or key not in node:

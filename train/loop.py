@@ -52,19 +52,24 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
                rng: jax.Array, evaluate: Callable[[Any, int], dict[str, float]],
                checkpointer: Checkpointer, writer: MetricWriter,
                learning_rate: Callable[[int], float] | None = None,
-               stopper: EarlyStopping | None = None) -> tuple[Any, dict[str, float]]:
+               stopper: EarlyStopping | None = None,
+               parallelism: parallel.JitParallelism | parallel.PmapParallelism | None = None
+               ) -> tuple[Any, dict[str, float]]:
   """Runs steps `start_step + 1 .. total_steps`; returns the state and its last eval metrics.
 
   `train_fn(state, batch, rng)` is the compiled step; `evaluate(state, step)` computes (and may
   write images for) the eval metrics. Every evaluation is saved as a checkpoint with its metrics.
+  With a `parallelism` other than the default jit one over `mesh`, `state` is in its device
+  layout (`parallelism.put_state`) and checkpoints get the single-copy layout.
   """
+  parallelism = parallelism or parallel.JitParallelism(mesh)
   progress = Progress(cadence.total_steps, start_step)
   eval_metrics, step_metrics = None, []
   for step in range(start_step + 1, cadence.total_steps + 1):
-    state, metrics = train_fn(state, parallel.shard_batch(next(batches), mesh), rng)
+    state, metrics = train_fn(state, parallelism.shard_batch(next(batches)), rng)
     step_metrics.append(metrics)
     if step % cadence.log_every == 0 or step == cadence.total_steps:
-      means = _mean_on_host(step_metrics)
+      means = _mean_on_host(step_metrics, parallelism)
       step_metrics = []
       _check_finite(means, step, checkpointer)
       if learning_rate:
@@ -75,7 +80,7 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
       eval_metrics = evaluate(state, step)
       writer.write_scalars(step, 'eval', eval_metrics)
       say(f'eval at step {step}: ' + format_metrics(eval_metrics))
-      checkpointer.save(step, state, metrics=eval_metrics)
+      checkpointer.save(step, parallelism.get_state(state), metrics=eval_metrics)
       progress.restart_clock(step)
       if stopper and stopper.update(step, eval_metrics):
         say(f'Early stopping at step {step}: {stopper.metric} has not improved for '
@@ -83,16 +88,16 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
             f'{stopper.best_step}).')
         break
     elif step % cadence.checkpoint_every == 0:
-      checkpointer.save(step, state)
+      checkpointer.save(step, parallelism.get_state(state))
   if eval_metrics is None:  # resumed a finished run: evaluate what was restored
     eval_metrics = evaluate(state, start_step)
-    checkpointer.save(start_step, state, metrics=eval_metrics)
+    checkpointer.save(start_step, parallelism.get_state(state), metrics=eval_metrics)
   checkpointer.wait()
   return state, eval_metrics
 
 
-def _mean_on_host(step_metrics: list[dict[str, jax.Array]]) -> dict[str, float]:
-  stacked = parallel.to_host(jax.tree.map(lambda *xs: jnp.stack(xs), *step_metrics))
+def _mean_on_host(step_metrics: list[dict[str, jax.Array]], parallelism) -> dict[str, float]:
+  stacked = parallelism.get_output(jax.tree.map(lambda *xs: jnp.stack(xs, -1), *step_metrics))
   return {name: float(np.mean(values)) for name, values in stacked.items()}
 
 

@@ -1,6 +1,10 @@
-"""Data parallelism over one ('data',) mesh that spans every device of every process."""
+"""Data parallelism over one ('data',) mesh that spans every device of every process.
 
-from typing import Any
+Two ways to run a step on it: `JitParallelism` (the default: one compiled program over global
+arrays) and `PmapParallelism` (`jax.pmap` with explicit collectives), with the same interface.
+"""
+
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -28,12 +32,14 @@ def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_batch_size(global_batch_size: int, field: str) -> None:
-  """A global batch must split evenly over the devices; say which field to change if not."""
+def check_batch_size(global_batch_size: int, field: str, micro_batches: int = 1) -> None:
+  """A global batch must split evenly over the devices (and micro-batches); say so if not."""
   devices = jax.device_count()
-  if global_batch_size % devices:
+  if global_batch_size % (devices * micro_batches):
+    parts = f'{devices} devices' + (f' x {micro_batches} micro-batches (grad_accum_steps)'
+                                    if micro_batches > 1 else '')
     raise UserError(f'config.{field}={global_batch_size} must be a multiple of the '
-                    f'{devices} devices; set --config.{field} to one')
+                    f'{parts}; set --config.{field} to one')
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
@@ -45,3 +51,76 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[s
 def to_host(tree: Any) -> Any:
   """Fetches (replicated) arrays to NumPy on this process."""
   return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+class JitParallelism:
+  """The default: one program over the global mesh; the state is replicated, the batch sharded."""
+
+  def __init__(self, mesh: jax.sharding.Mesh):
+    self.mesh = mesh
+    self.axis_name = None  # collectives are implicit: the compiler inserts them
+
+  def compile(self, fn: Callable, *, donate_state: bool = False,
+              with_rng: bool = False) -> Callable:
+    del with_rng  # one program: nothing to broadcast
+    return jax.jit(fn, donate_argnums=0 if donate_state else ())
+
+  def shard_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    return shard_batch(batch, self.mesh)
+
+  def put_state(self, state: Any) -> Any:
+    return state
+
+  def get_state(self, state: Any) -> Any:
+    return state
+
+  def get_output(self, tree: Any) -> Any:
+    return to_host(tree)
+
+
+class PmapParallelism:
+  """`jax.pmap` over this process's devices: one replica of the state per device.
+
+  Steps must reduce over `axis_name` themselves (gradient mean, BatchNorm statistics, eval sums).
+  `get_state` gives the replicated single-copy state of the jit path, so checkpoints are the same
+  whichever path wrote them.
+  """
+
+  def __init__(self, mesh: jax.sharding.Mesh):
+    self.mesh = mesh
+    self.axis_name = DATA_AXIS
+    self._devices = jax.local_devices()
+
+  def compile(self, fn: Callable, *, donate_state: bool = False,
+              with_rng: bool = False) -> Callable:
+    """`fn(state, batch[, rng])` over devices: state and batch split, the rng broadcast."""
+    return jax.pmap(fn, axis_name=self.axis_name, in_axes=(0, 0, None) if with_rng else (0, 0),
+                    donate_argnums=0 if donate_state else ())
+
+  def shard_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    n = len(self._devices)
+    return {k: v.reshape(n, v.shape[0] // n, *v.shape[1:]) for k, v in batch.items()}
+
+  def put_state(self, state: Any) -> Any:
+    return jax.tree.map(lambda x: _stack_on(x, self._devices), state)
+
+  def get_state(self, state: Any) -> Any:
+    return jax.device_put(jax.tree.map(lambda x: x[0], state), replicated(self.mesh))
+
+  def get_output(self, tree: Any) -> Any:
+    return to_host(jax.tree.map(lambda x: x[0], tree))
+
+
+def _stack_on(x: jax.Array, devices: list[jax.Device]) -> jax.Array:
+  """One copy of `x` per device, stacked on a leading axis, as `jax.pmap` takes it."""
+  copies = [jax.device_put(x[None], device) for device in devices]
+  sharding = NamedSharding(jax.sharding.Mesh(np.array(devices), (DATA_AXIS,)), P(DATA_AXIS))
+  return jax.make_array_from_single_device_arrays((len(devices), *x.shape), sharding, copies)
+
+
+def make_parallelism(name: str, mesh: jax.sharding.Mesh) -> JitParallelism | PmapParallelism:
+  """`config.parallelism`: 'jit' (default) or 'pmap'."""
+  kinds = {'jit': JitParallelism, 'pmap': PmapParallelism}
+  if name not in kinds:
+    raise UserError(f'config.parallelism={name!r}: use one of {sorted(kinds)}')
+  return kinds[name](mesh)
