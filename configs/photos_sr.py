@@ -1,0 +1,41 @@
+"""x2 or x4 super-resolution of 64x64 patches of scikit-learn's two photographs, fully offline.
+
+    python -m train.upsample --config configs/photos_sr.py:2 --workdir runs/photos_sr_x2
+    python -m train.upsample --config configs/photos_sr.py:4 --workdir runs/photos_sr_x4
+
+Trains the transposed-convolution and the resize-convolution network side by side on the 2,360
+training windows (random left-right flips) and evaluates on the 24 held-out test tiles
+(`train/sr_data.py`). Other data: `--config.data.dataset=cifar10` (any TFDS image dataset; its
+images at `data.image_size`, () for their own size, are the targets).
+
+Measured on a 2-core CPU: see docs/upsample.md.
+"""
+
+import ml_collections
+
+from train.input_pipeline import default_config as default_data_config
+from train.optim import default_optim_config
+
+
+def get_config(scale: str = '2') -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.scale = int(scale)  # upsampling factor: 2 or 4 (a power of two)
+  config.decoders = ('transpose', 'resize')  # one network per decoder, trained side by side
+  config.model_kwargs = ml_collections.ConfigDict(dict(features=32, num_convs=3))
+  config.dtype = 'float32'
+  config.data = default_data_config()
+  config.data.dataset = 'sklearn_photos'
+  config.data.image_size = ()  # the 64x64 patches as they are
+  config.data.normalization = 'none'  # images in [0, 1]
+  config.data.augment.flip = True
+  config.seed = 0
+  config.batch_size = 16
+  config.eval_batch_size = 24
+  config.num_epochs = 10.0
+  config.optim = default_optim_config(name='adam', learning_rate=1e-3, weight_decay=0.0)
+  config.log_every_steps = 100
+  config.eval_every_epochs = 2.0
+  config.checkpoint_every_epochs = 2.0
+  config.keep_checkpoints = 2
+  config.num_shown = 6  # examples in each comparison grid
+  return config
