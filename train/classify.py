@@ -71,9 +71,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
   zeros = jax.tree.map(jnp.zeros_like, state.params)
   carry = (zeros, jnp.zeros(()), jnp.zeros(()), state.batch_stats)
-  micro = (jnp.arange(grad_accum_steps), _micro_batches(batch, grad_accum_steps))
-  (grads, loss, hits, batch_stats), _ = jax.lax.scan(accumulate, carry, micro)
-  grads, loss, hits = jax.tree.map(lambda x: x / grad_accum_steps, (grads, loss, hits))
+  if grad_accum_steps == 1:  # on XLA:CPU a loop body runs several times slower than flat code
+    (grads, loss, hits, batch_stats), _ = accumulate(carry, (0, batch))
+  else:
+    micro = (jnp.arange(grad_accum_steps), _micro_batches(batch, grad_accum_steps))
+    (grads, loss, hits, batch_stats), _ = jax.lax.scan(accumulate, carry, micro)
+    grads, loss, hits = jax.tree.map(lambda x: x / grad_accum_steps, (grads, loss, hits))
   if axis_name:
     grads, loss, hits = jax.lax.pmean((grads, loss, hits), axis_name)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
