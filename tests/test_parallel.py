@@ -22,7 +22,7 @@ def _config(tmp_path, steps=STEPS, **changes):
   """A tiny ResNet (BatchNorm, no dropout) on 8x8 digits with a constant learning rate."""
   config = digits_cnn.get_config()
   config.model = 'resnet20'
-  config.model_kwargs = {'widths': (4, 8, 16)}
+  config.model_kwargs = {'stage_sizes': (1, 1, 1), 'widths': (4, 8, 16)}
   config.data.data_dir = str(tmp_path / 'tfds')
   config.data.image_size = (8, 8)
   config.batch_size = 32
@@ -136,13 +136,14 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
   config = _config(tmp_path)
   input_pipeline.get_dataset_info(config.data)  # prepare the data once, before the processes
   flags = ['--config', 'configs/digits_cnn.py', '--config.model=resnet20',
-           '--config.model_kwargs.widths=(4,8,16)', f'--config.data.data_dir={tmp_path / "tfds"}',
+           '--config.model_kwargs.stage_sizes=(1,1,1)', '--config.model_kwargs.widths=(4,8,16)',
+           f'--config.data.data_dir={tmp_path / "tfds"}',
            '--config.data.image_size=8,8', '--config.batch_size=32',
            f'--config.num_epochs={STEPS / 44}', '--config.log_every_steps=1',
            '--config.optim.schedule=constant', '--config.optim.warmup_epochs=0']
 
   def launch(workdir, devices, *extra):
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices))
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), JAX_DISABLE_MOST_OPTIMIZATIONS='1')
     return subprocess.Popen([sys.executable, '-m', 'train.classify', *flags,
                              '--workdir', str(workdir), *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
