@@ -10,7 +10,15 @@ neither binarized nor dequantized: the likelihood is the discretized logistic ov
 so the nats and bits per dimension are log-likelihoods of the real digits (bits/dim at most
 log2(17) = 4.09 for a uniform model).
 
-Measured on a 2-core CPU: see docs/vae.md.
+Measured (2-core CPU shared with other jobs, load average about 7; the runs are deterministic):
+
+- all digits, 2200 steps, 1 min 50 s: on the 360 test digits, neg_elbo 88.25 nats per image
+  (reconstruction 74.33 + kl 13.92) = 1.989 bits/dim; importance-weighted (k = 1000)
+  iwae_nll 84.76 nats = 1.911 bits/dim.
+- `:anomaly` (digits 0-8, 2000 steps, 1 min 48 s): on the 324 test digits 0-8, neg_elbo 87.67
+  (1.976 bits/dim), iwae_nll 84.18 (1.898 bits/dim). `train.anomaly` (22 s) scores all 360 test
+  digits: AUROC 0.904 for telling the 36 nines from the rest by neg_elbo (mean 115.7 nats for
+  nines, 87.8 for the rest); 0.911 with `--config.anomaly.score=reconstruction_error`.
 """
 
 from configs import vae_base

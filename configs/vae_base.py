@@ -19,9 +19,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = default_data_config()  # fields: see train/input_pipeline.py
   config.data.normalization = 'none'  # the likelihoods need images in [0, 1]
   # How images become what the likelihood scores. 'bernoulli' needs binary pixels: 'dynamic'
-  # draws each pixel ~ Bernoulli(intensity) afresh every step (the eval split once, with a fixed
-  # seed), 'threshold' keeps intensity > 0.5. 'logistic' takes 'none': pixels are snapped to
-  # the nearest of its num_bins levels k / (num_bins - 1).
+  # draws each pixel ~ Bernoulli(intensity) afresh every step (the eval split the same way at
+  # every evaluation: seeded by the batch index, for a given eval_batch_size), 'threshold' keeps
+  # intensity > 0.5. 'logistic' takes 'none': pixels are snapped to the nearest of its num_bins
+  # levels k / (num_bins - 1).
   config.binarize = 'none'
   config.beta = 1.0  # weight of the KL term in the training loss (1: the negative ELBO)
   config.seed = 0

@@ -35,11 +35,13 @@ class MetricWriter:
       self._tensorboard.add_scalar(f'{split}/{name}', float(value), int(step))
     self._tensorboard.flush()
 
-  def write_images(self, step: int, name: str, images: np.ndarray, *, scale: int = 1) -> str | None:
-    """Writes images (N, H, W, C) in [0, 1] as one grid; returns the PNG's path."""
+  def write_images(self, step: int, name: str, images: np.ndarray, *, scale: int = 1,
+                   columns: int | None = None) -> str | None:
+    """Writes images (N, H, W, C) in [0, 1] as one grid (`columns` wide, default about
+    square); returns the PNG's path."""
     if not self.enabled:
       return None
-    grid = image_lib.make_grid(images, scale=scale)
+    grid = image_lib.make_grid(images, columns=columns, scale=scale)
     path = os.path.join(self.workdir, 'images', f'{name}_{int(step):07d}.png')
     image_lib.save_png(grid, path)
     self._tensorboard.add_image(name, grid, int(step), dataformats='HWC')
