@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
       num_splits=10,  # Inception Score splits
       min_class_share=0.2,  # a class is covered with >= this share of an equal split
       num_grid=64,  # images in the sample grid
+      grid_size=(),  # (height, width) to show grid images at (bilinear); () as generated
       grid_scale=1,  # pixel enlargement in the grid PNG
       checkpoint='best',  # for train.gan_eval: 'best' (by FID), 'latest', or a step
   ))

@@ -80,6 +80,25 @@ def get_dataset_info(data_config) -> DatasetInfo:
   )
 
 
+def normalization_stats(data_config) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel (mean, std): the model sees (x - mean) / std of an image x in [0, 1].
+
+  For code that feeds a model images from elsewhere (e.g. generated ones), the same way the
+  pipeline does. 'samplewise' has no such constants (each image uses its own): UserError.
+  """
+  config = _complete(data_config)
+  shape = _output_shape(_source(config), config)
+  if config.normalization == 'samplewise':
+    raise UserError("data.normalization='samplewise' standardizes each image by itself; it has "
+                    'no fixed statistics.')
+  if config.normalization == 'none':
+    return np.zeros(shape[-1], np.float32), np.ones(shape[-1], np.float32)
+  if config.normalization == 'featurewise':
+    mean, std = _featurewise_stats(_source_key(config), shape)
+    return mean, std + _STD_EPSILON
+  return _given_stats(config, shape[-1])
+
+
 def make_train_iterator(data_config, *, seed: int, global_batch_size: int,
                         start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """Endless augmented batches of this process's share: {'image', 'label'}.

@@ -5,3 +5,4 @@ from zoo.features import extract_features
 from zoo import cnn, resnet, vgg  # register the classifiers
 from zoo import dcgan, decoders, vae  # register the generative models
 from zoo import pixelcnn  # register the PixelCNNs
+from zoo import inception  # register Inception-v3, the FID network

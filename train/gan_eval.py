@@ -1,0 +1,72 @@
+"""Scores a trained GAN: `python -m train.gan_eval --config configs/<recipe>.py --workdir DIR`.
+
+Restores a checkpoint of the `train.gan` run in DIR (`config.eval.checkpoint`: 'best' by FID,
+'latest', or a step number) and prints its FID, Inception Score, class coverage and feature
+spread beside those of the real held-out images (the floor), with the protocol: feature network,
+numbers of generated and real images, splits, resize policy. Writes them to
+`DIR/gan_eval_STEP.json` and the sample grid to `DIR/images/gan_eval_STEP.png`. Set
+`--config.eval.num_samples` for the final protocol (e.g. 50000 on CIFAR-10, as in the
+literature).
+"""
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from train import cli, gan, loop, parallel
+from train import images as image_lib
+from train.checkpoint import Checkpointer
+from train.errors import UserError
+
+
+def _checkpoint_step(checkpointer: Checkpointer, which: str, workdir: str) -> int:
+  if checkpointer.latest_step() is None:
+    raise UserError(f'no checkpoint in {checkpointer.directory}: train first with '
+                    f'python -m train.gan --config <the recipe> --workdir {workdir}')
+  if which == 'best':
+    return checkpointer.best_step()
+  if which == 'latest':
+    return checkpointer.latest_step()
+  if which.isdigit() and os.path.isdir(os.path.join(checkpointer.directory, which)):
+    return int(which)
+  raise UserError(f'config.eval.checkpoint={which!r}: use best, latest, or the step of a '
+                  f'checkpoint in {checkpointer.directory} (latest: {checkpointer.latest_step()})')
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Scores the checkpoint `config.eval.checkpoint` of the run in `workdir`; returns the
+  scores (the real images' as `*_real`) with 'step' and 'protocol'."""
+  mesh = parallel.make_mesh()
+  info = gan.check_data_config(config)
+  generator, _, abstract_state = gan.init_state(config, info.image_shape, mesh, total_steps=1,
+                                                steps_per_epoch=1)
+  checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric='fid',
+                              best_mode='min')
+  step = _checkpoint_step(checkpointer, str(config.eval.checkpoint), workdir)
+  state = checkpointer.restore(abstract_state, step=step)
+  checkpointer.close()
+  scorer = gan.make_scorer(config, mesh)
+  sampler = gan.Sampler(config, mesh, generator.latent_dim)
+  protocol = scorer.protocol(sampler.num_samples, info.image_shape)
+  metrics = gan.score(scorer, sampler, state.generator)
+  loop.say(f'Checkpoint at step {step} of {workdir}: {gan.summary_line(metrics)}')
+  loop.say(f'Protocol: {protocol}')
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, f'gan_eval_{step}.json'), 'w', encoding='utf-8') as f:
+      json.dump({'step': step, 'protocol': protocol, **metrics}, f, indent=1)
+    path = os.path.join(workdir, 'images', f'gan_eval_{step}.png')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image_lib.save_png(image_lib.make_grid(sampler.grid(state.generator),
+                                           scale=config.eval.grid_scale), path)
+  return {'step': step, 'protocol': protocol, **metrics}
+
+
+def main() -> None:
+  cli.run(evaluate_checkpoint, description=__doc__)
+
+
+if __name__ == '__main__':
+  main()
