@@ -29,6 +29,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_epochs = 1.0
   config.checkpoint_every_epochs = 1.0
   config.keep_checkpoints = 3
+  # init_from: a train.classify workdir whose best checkpoint initializes every parameter that
+  # matches (the head only if the number of classes is the same); freeze_backbone: train the head
+  # alone. See docs/transfer.md.
+  config.transfer = ml_collections.ConfigDict(dict(init_from='', freeze_backbone=False))
   config.early_stopping = ml_collections.ConfigDict(dict(
       metric='accuracy', mode='max', patience=0, min_delta=0.0))  # patience 0: never stop
   return config

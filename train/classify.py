@@ -14,14 +14,15 @@ import ml_collections
 import numpy as np
 import optax
 
-import zoo
-from train import cli, input_pipeline, loop, optim, parallel
+from train import cli, input_pipeline, loop, optim, parallel, trained, transfer
 from train.checkpoint import Checkpointer
 from train.early_stopping import EarlyStopping
-from train.errors import UserError
 from train.metric_writer import MetricWriter
 from train.progress import format_metrics
 from train.state import TrainState, create_train_state, init_on_mesh
+# Lives in train.trained, which rebuilds finished runs and which this module uses; kept here
+# under its old name.
+from train.trained import build_model
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
@@ -119,20 +120,6 @@ def evaluate(eval_fn, state: TrainState, batches: Iterable[dict[str, np.ndarray]
   return {name: float(total / count) for name, total in totals.items()} | {'count': int(count)}
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int,
-                bn_axis_name: str | None = None):
-  """The `zoo` model the config names, for `num_classes`, computing in `config.dtype`.
-
-  `bn_axis_name` (the pmap path) makes BatchNorm average its statistics over that axis.
-  """
-  try:
-    model = zoo.create_model(config.model, num_classes=num_classes,
-                             dtype=jnp.dtype(config.dtype), **config.model_kwargs.to_dict())
-  except (ValueError, TypeError) as e:
-    raise UserError(f'config.model={config.model!r}: {e}') from None
-  return model.clone(bn_axis_name=bn_axis_name) if hasattr(model, 'bn_axis_name') else model
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains and evaluates as `config` says; returns the final eval metrics."""
   parallel.check_batch_size(config.batch_size, 'batch_size', config.grad_accum_steps)
@@ -143,12 +130,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model = build_model(config, info.num_classes, bn_axis_name=parallelism.axis_name)
   steps_per_epoch = max(1, info.num_train // config.batch_size)
   cadence = loop.Cadence.from_epochs(config, steps_per_epoch)
-  tx = optim.make_optimizer(config.optim, cadence.total_steps, steps_per_epoch)
+  tx = transfer.make_optimizer(config, cadence.total_steps, steps_per_epoch)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   state, abstract_state = init_on_mesh(
       functools.partial(create_train_state, model, tx, input_shape=info.image_shape),
       init_rng, parallel.replicated(mesh))
   checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric='accuracy')
+  trained.save_config(config, workdir)
+  if config.transfer.init_from and checkpointer.latest_step() is None:
+    source = trained.load_classifier(config.transfer.init_from, mesh)
+    state, report = transfer.initialize(
+        state, source.variables, f'{config.transfer.init_from} (step {source.step})')
+    loop.say(report)
   state = loop.restore_latest(checkpointer, state, abstract_state)
   start_step = int(state.step)
   loop.say(f'{config.model}: {loop.count_params(state.params):,} parameters; '
@@ -157,10 +150,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
            f'{config.batch_size} on {jax.device_count()} device(s) with {config.parallelism}')
 
   axis_name = parallelism.axis_name
-  train_fn = parallelism.compile(
-      functools.partial(train_step, label_smoothing=config.label_smoothing,
-                        grad_accum_steps=config.grad_accum_steps, axis_name=axis_name),
-      donate_state=True, with_rng=True)
+  step_fn = functools.partial(train_step, label_smoothing=config.label_smoothing,
+                              grad_accum_steps=config.grad_accum_steps, axis_name=axis_name)
+  if config.transfer.freeze_backbone:
+    step_fn = transfer.keep_batch_stats(step_fn)
+  train_fn = parallelism.compile(step_fn, donate_state=True, with_rng=True)
   eval_fn = parallelism.compile(functools.partial(eval_step, axis_name=axis_name))
   run_eval = lambda state, step: evaluate(  # pylint: disable=g-long-lambda
       eval_fn, state, input_pipeline.make_eval_iterator(

@@ -26,11 +26,9 @@ import ml_collections
 import numpy as np
 
 import zoo
-from train import classify, input_pipeline, optim, parallel
-from train.checkpoint import Checkpointer
+from train import input_pipeline, parallel, trained
 from train.config import apply_overrides, load_config
 from train.errors import UserError
-from train.state import create_train_state, init_on_mesh
 from zoo import inception
 
 FEATURE_NETS = ('classifier', 'inception')
@@ -132,23 +130,12 @@ def classifier_net(config_file: str, overrides, workdir: str,
   except UserError as e:
     raise UserError(f'config.eval.classifier_config={config_file!r} / classifier_overrides: '
                     f'{e}') from None
-  info = input_pipeline.get_dataset_info(config.data)
-  model = classify.build_model(config, info.num_classes)
-  # The optimizer only shapes the checkpoint's tree; its hyperparameters do not matter here.
-  tx = optim.make_optimizer(config.optim, total_steps=1, steps_per_epoch=1)
-  _, abstract = init_on_mesh(
-      functools.partial(create_train_state, model, tx, input_shape=info.image_shape),
-      jax.random.key(0), parallel.replicated(mesh))
-  checkpointer = Checkpointer(workdir, keep=1, best_metric='accuracy')
-  step = checkpointer.best_step()
-  state = checkpointer.restore(abstract, step=step)
-  checkpointer.close()
+  classifier = trained.restore_classifier(config, workdir, mesh)
   mean, std = input_pipeline.normalization_stats(config.data)
-  description = (f'classifier {config.model} of {workdir} (step {step}), '
-                 f'{state.params["head"]["kernel"].shape[0]}-d pooled features')
-  return FeatureNet(model, {'params': state.params, 'batch_stats': state.batch_stats},
-                    input_shape=info.image_shape, mean=mean, std=std, antialias=True,
-                    description=description)
+  description = (f'classifier {config.model} of {workdir} (step {classifier.step}), '
+                 f'{classifier.variables["params"]["head"]["kernel"].shape[0]}-d pooled features')
+  return FeatureNet(classifier.model, classifier.variables, input_shape=classifier.info.image_shape,
+                    mean=mean, std=std, antialias=True, description=description)
 
 
 def inception_net(weights_file: str, mesh: jax.sharding.Mesh) -> FeatureNet:

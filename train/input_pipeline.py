@@ -177,6 +177,26 @@ def make_eval_iterator(data_config, *,
   return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
 
+def preprocess_for_prediction(data_config, image: bytes | np.ndarray) -> np.ndarray:
+  """One image as the eval pipeline hands it to the model: float32 (height, width, channels).
+
+  `image` is an image file's contents (PNG, JPEG, BMP or GIF) or a uint8 (H, W) or (H, W, C)
+  array of any size. It is decoded to the dataset's number of channels, then resized, rescaled
+  and normalized by the pipeline's own functions ('featurewise': with the training split's
+  statistics). Bytes that are no image raise `tf.errors.InvalidArgumentError`.
+  """
+  config = _complete(data_config)
+  shape = _output_shape(_source(config), config)
+  if isinstance(image, np.ndarray):
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+      raise UserError(f'expected a uint8 (H, W) or (H, W, C) image; got {image.dtype} '
+                      f'{image.shape}.')
+    # Through lossless PNG, so arrays get the same channel conversion as files.
+    image = tf.io.encode_png(image.reshape(*image.shape[:2], -1))
+  image = tf.io.decode_image(image, channels=shape[-1], expand_animations=False)
+  return _normalizer(config, shape)(_rescaled(image, shape)).numpy()
+
+
 class Source(Protocol):
   """Where examples come from: a `tfds_source.TfdsSource` or an `image_folder.ImageFolder`."""
   name: str
@@ -331,7 +351,12 @@ def _preprocessor(source: Source, config, augment_key: tf.Tensor | None = None):
 
 def _decoded(source: Source, image: tf.Tensor, shape: tuple[int, int, int]) -> tf.Tensor:
   """Decoded, in [0, 1], resized to `shape`."""
-  image = tf.image.convert_image_dtype(source.decode(image), tf.float32)
+  return _rescaled(source.decode(image), shape)
+
+
+def _rescaled(image: tf.Tensor, shape: tuple[int, int, int]) -> tf.Tensor:
+  """A uint8 image rescaled to [0, 1] and resized to `shape`."""
+  image = tf.image.convert_image_dtype(image, tf.float32)
   if tuple(image.shape[:2]) != shape[:2]:
     # Antialiasing only matters when shrinking, and is slow. Either way values stay in [0, 1].
     shrinking = not image.shape[:2].is_fully_defined() or any(

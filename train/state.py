@@ -27,8 +27,14 @@ def init_on_mesh(init_fn: Callable[[jax.Array], Any], rng: jax.Array,
 
   The abstract state (shapes, dtypes and shardings, no values) is what checkpoints restore into.
   """
-  abstract = jax.eval_shape(init_fn, rng)
-  abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
+  abstract = abstract_on_mesh(init_fn, rng, sharding)
   state = jax.jit(init_fn, out_shardings=sharding)(rng)
   return state, abstract
+
+
+def abstract_on_mesh(init_fn: Callable[[jax.Array], Any], rng: jax.Array,
+                     sharding: jax.sharding.Sharding) -> Any:
+  """The abstract state alone: restores a checkpoint without building (compiling) a state."""
+  abstract = jax.eval_shape(init_fn, rng)
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)

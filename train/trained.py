@@ -1,0 +1,103 @@
+"""A classifier trained by `python -m train.classify`, loaded back from its workdir.
+
+The run writes its resolved config to WORKDIR/config.json; from it the model and the shape of its
+train state are rebuilt, and the best checkpoint (by eval accuracy) is restored into that shape.
+"""
+
+import functools
+import json
+import os
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+import zoo
+from train import input_pipeline, parallel, transfer
+from train.checkpoint import Checkpointer
+from train.errors import UserError
+from train.state import abstract_on_mesh, create_train_state
+
+CONFIG_FILE = 'config.json'
+
+
+class TrainedClassifier(NamedTuple):
+  model: nn.Module
+  variables: dict[str, Any]  # {'params', 'batch_stats'}, replicated over the mesh.
+  config: ml_collections.ConfigDict
+  info: input_pipeline.DatasetInfo
+  step: int  # Of the restored checkpoint.
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int,
+                bn_axis_name: str | None = None) -> nn.Module:
+  """The `zoo` model the config names, for `num_classes`, computing in `config.dtype`.
+
+  `bn_axis_name` (the pmap path) makes BatchNorm average its statistics over that axis.
+  """
+  try:
+    model = zoo.create_model(config.model, num_classes=num_classes,
+                             dtype=jnp.dtype(config.dtype), **config.model_kwargs.to_dict())
+  except (ValueError, TypeError) as e:
+    raise UserError(f'config.model={config.model!r}: {e}') from None
+  return model.clone(bn_axis_name=bn_axis_name) if hasattr(model, 'bn_axis_name') else model
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes WORKDIR/config.json (process 0), which `load_classifier` rebuilds the model from."""
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, CONFIG_FILE), 'w', encoding='utf-8') as f:
+      f.write(config.to_json(indent=2))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a `train.classify` run in `workdir` was trained with."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isdir(workdir):
+    raise UserError(f'workdir {workdir!r} does not exist: give the --workdir of a '
+                    'python -m train.classify run.')
+  if not os.path.isfile(path):
+    raise UserError(f'{path} not found: {workdir!r} is not the workdir of a train.classify run '
+                    '(each run writes its config there when it starts).')
+  with open(path, encoding='utf-8') as f:
+    return ml_collections.ConfigDict(_tuples(json.load(f)))
+
+
+def _tuples(tree: Any) -> Any:
+  """JSON lists back to the tuples the config had (image sizes, model fields)."""
+  if isinstance(tree, dict):
+    return {key: _tuples(value) for key, value in tree.items()}
+  if isinstance(tree, list):
+    return tuple(_tuples(value) for value in tree)
+  return tree
+
+
+def restore_classifier(config: ml_collections.ConfigDict, workdir: str,
+                       mesh: jax.sharding.Mesh | None = None) -> TrainedClassifier:
+  """The best checkpoint of the run `config` trained in `workdir`, replicated over `mesh`."""
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory) or not any(name.isdigit() for name in os.listdir(directory)):
+    raise UserError(f'{workdir!r} holds no checkpoint yet: train it first with '
+                    f'python -m train.classify --workdir {workdir} ...')
+  mesh = mesh or parallel.make_mesh()
+  info = input_pipeline.get_dataset_info(config.data)
+  model = build_model(config, info.num_classes)
+  # The optimizer only shapes the checkpoint's tree; its hyperparameters do not matter here.
+  tx = transfer.make_optimizer(config, total_steps=1, steps_per_epoch=1)
+  abstract = abstract_on_mesh(
+      functools.partial(create_train_state, model, tx, input_shape=info.image_shape),
+      jax.random.key(0), parallel.replicated(mesh))
+  checkpointer = Checkpointer(workdir, keep=1, best_metric='accuracy')
+  step = checkpointer.best_step()
+  state = checkpointer.restore(abstract, step=step)
+  checkpointer.close()
+  return TrainedClassifier(model, {'params': state.params, 'batch_stats': state.batch_stats},
+                           config, info, step)
+
+
+def load_classifier(workdir: str, mesh: jax.sharding.Mesh | None = None) -> TrainedClassifier:
+  """The best checkpoint of the `train.classify` run in `workdir`, with its model and config."""
+  return restore_classifier(load_config(workdir), workdir, mesh)

@@ -1,0 +1,89 @@
+"""Transfer learning for `train.classify` (`config.transfer`).
+
+`init_from=WORKDIR` starts from that run's best checkpoint: every parameter and BatchNorm
+statistic whose path and shape match is copied, except the classifier `head` when the number of
+classes differs (it keeps its fresh initialization). `freeze_backbone=True` then trains the
+`head` alone (feature extraction): the other parameters get zero updates and the BatchNorm
+running statistics keep their loaded values. During training steps BatchNorm still normalizes
+with each batch's own statistics, as any train-mode step does.
+"""
+
+from typing import Any
+
+import ml_collections
+import optax
+from flax import traverse_util
+
+from train import optim
+from train.errors import UserError
+
+HEAD = 'head'  # The last Dense layer of every zoo classifier.
+
+
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
+                   steps_per_epoch: int) -> optax.GradientTransformation:
+  """`config.optim`'s optimizer; with `config.transfer.freeze_backbone`, for the head only."""
+  tx = optim.make_optimizer(config.optim, total_steps, steps_per_epoch)
+  if not config.transfer.freeze_backbone:
+    return tx
+  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, _head_labels)
+
+
+def _head_labels(params: dict[str, Any]) -> dict[str, Any]:
+  if HEAD not in params:
+    raise UserError(f'config.transfer.freeze_backbone=True needs a classifier whose last layer '
+                    f'is named {HEAD!r}; this model has {", ".join(params)}.')
+  # A prefix of the parameter tree: each top-level layer's label covers all of its arrays.
+  return {name: 'train' if name == HEAD else 'frozen' for name in params}
+
+
+def keep_batch_stats(train_step):
+  """`train_step` that leaves the BatchNorm running statistics as they were (frozen backbone)."""
+
+  def step(state, batch, rng):
+    new_state, metrics = train_step(state, batch, rng)
+    return new_state.replace(batch_stats=state.batch_stats), metrics
+
+  return step
+
+
+def initialize(state: Any, source_variables: dict[str, Any], source: str) -> tuple[Any, str]:
+  """`state` with the matching parameters and batch_stats of `source_variables`; and a report.
+
+  `source` names where they come from, for the report (one line: what was loaded, what was not).
+  The optimizer state is kept: its initial value does not depend on the parameters' values.
+  """
+  target = {'params': state.params, 'batch_stats': state.batch_stats}
+  flat_target = traverse_util.flatten_dict(target, sep='/')
+  flat_source = traverse_util.flatten_dict(source_variables, sep='/')
+  classes = (_num_classes(source_variables), _num_classes(target))
+  merged, skipped = {}, {}
+  for path, value in flat_target.items():
+    old = flat_source.get(path)
+    if path.split('/')[1] == HEAD and classes[0] != classes[1]:
+      reason = f'new head ({classes[0]} -> {classes[1]} classes)'
+    elif old is None:
+      reason = 'not in the source'
+    elif old.shape != value.shape:
+      reason = 'other shape'
+    else:
+      merged[path] = old.astype(value.dtype)
+      continue
+    merged[path] = value
+    skipped.setdefault(reason, []).append(path)
+  loaded = len(flat_target) - sum(map(len, skipped.values()))
+  if not loaded:
+    raise UserError(f'config.transfer.init_from={source!r}: no parameter matches this model '
+                    f'in path and shape; initialize from a run of the same architecture.')
+  report = f'Initialized {loaded} of {len(flat_target)} arrays from {source}'
+  if skipped:
+    report += '; not loaded: ' + '; '.join(f'{reason}: {", ".join(paths)}'
+                                           for reason, paths in skipped.items())
+  merged = traverse_util.unflatten_dict(merged, sep='/')
+  return state.replace(params=merged['params'],
+                       batch_stats=merged.get('batch_stats', state.batch_stats)), report
+
+
+def _num_classes(variables: dict[str, Any]) -> int | None:
+  bias = variables['params'].get(HEAD, {}).get('bias')
+  return None if bias is None else bias.shape[-1]
