@@ -45,6 +45,9 @@ class Checkpointer:
     """Starts an asynchronous save; a save already made at `step` is left as it is."""
     if step in self._manager.all_steps():
       return
+    # One save at a time: a save starting while the previous one is still finalizing (and
+    # pruning old steps) can race with it inside Orbax.
+    self._manager.wait_until_finished()
     self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
 
   def restore(self, abstract_state: Any, step: int | None = None) -> Any:
