@@ -17,9 +17,9 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
-def get_config(depth: str = '20'):
+def cifar10_sgd_config():
+  """CIFAR-10 with per-channel normalization, pad-and-crop plus flips, batch 128, SGD 0.9."""
   config = classify_base.get_config()
-  config.model = f'resnet{int(depth)}'
   config.data.dataset = 'cifar10'
   config.data.image_size = ()
   config.data.normalization = 'per_channel'
@@ -28,10 +28,16 @@ def get_config(depth: str = '20'):
   config.data.augment.flip = True
   config.batch_size = 128
   config.eval_batch_size = 1000
-  config.num_epochs = 164.0
   config.optim.name = 'sgd'
-  config.optim.learning_rate = 0.1
   config.optim.momentum = 0.9
+  return config
+
+
+def get_config(depth: str = '20'):
+  config = cifar10_sgd_config()
+  config.model = f'resnet{int(depth)}'
+  config.num_epochs = 164.0
+  config.optim.learning_rate = 0.1
   config.optim.weight_decay = 1e-4
   config.optim.schedule = 'step'
   config.optim.decay_epochs = (82.0, 123.0)  # 32k and 48k iterations of 390

@@ -9,27 +9,16 @@ VGG-16-BN with this schedule (not measured here: CIFAR-10 cannot be downloaded o
 this was written on).
 """
 
-from configs import classify_base
-from configs.cifar10_resnet import CIFAR10_MEAN, CIFAR10_STD
+from configs.cifar10_resnet import cifar10_sgd_config
 
 
 def get_config():
-  config = classify_base.get_config()
+  config = cifar10_sgd_config()
   config.model = 'vgg16_bn'
   config.model_kwargs.pool_size = (1, 1)
   config.model_kwargs.classifier_width = 512
-  config.data.dataset = 'cifar10'
-  config.data.image_size = ()
-  config.data.normalization = 'per_channel'
-  config.data.mean, config.data.std = CIFAR10_MEAN, CIFAR10_STD
-  config.data.augment.crop_padding = 4
-  config.data.augment.flip = True
-  config.batch_size = 128
-  config.eval_batch_size = 1000
   config.num_epochs = 200.0
-  config.optim.name = 'sgd'
   config.optim.learning_rate = 0.05
-  config.optim.momentum = 0.9
   config.optim.weight_decay = 5e-4
   config.optim.schedule = 'cosine'
   config.eval_every_epochs = 5.0

@@ -4,7 +4,6 @@ Importing this module registers the dataset as `sklearn_digits`, so it loads lik
 `tfds.builder('sklearn_digits', data_dir=...)`. Preparing it needs no network.
 """
 
-from etils import epath
 import numpy as np
 from sklearn import datasets as sk_datasets
 from sklearn import model_selection
@@ -20,13 +19,6 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Stratified 80/20 train/test split with random_state=0.'}
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # TFDS's default lookup imports `importlib_resources`, which some installs lack; it would find
-    # this file anyway. Preparing without it failed before a single example was written.
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(

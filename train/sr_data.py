@@ -9,7 +9,6 @@ A network sees `low_resolution(target, scale)`: the target shrunk by bicubic int
 antialiasing (the "bicubic" degradation of the SR benchmarks) and rounded to 8 bits.
 """
 
-from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,12 +27,6 @@ class SklearnPhotos(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Test tiles (row + 2 * column) % 5 == 0; windows at stride 8.'}
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # As for sklearn_digits (train/digits.py): TFDS's default lookup may need a missing package.
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
