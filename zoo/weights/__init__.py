@@ -1,0 +1,1 @@
+"""Weights from other frameworks (torchvision, timm, Keras) converted onto zoo models."""
