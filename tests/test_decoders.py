@@ -40,7 +40,7 @@ def test_decoders_share_interface():
   assert fields(resize) - fields(transpose) == {'resize_method'}
   assert fields(transpose) <= fields(resize)
   assert inspect.signature(transpose.__call__) == inspect.signature(resize.__call__)
-  kwargs = dict(features=(4,), out_channels=2, kernel_size=(3, 3), use_batchnorm=False,
+  kwargs = dict(features=(4,), out_channels=2, kernel_size=(3, 3), batch_norm=False,
                 activation=nn.gelu, dtype=jnp.float32, param_dtype=jnp.float32)
   x = jnp.ones((1, 4, 4, 3))
   for cls in (transpose, resize):
@@ -61,7 +61,7 @@ def test_decoder_batchnorm_and_linear_output(name):
                                        variables['batch_stats']))
   # No activation after the output layer: a ReLU decoder still gives negative outputs.
   assert (out < 0).any()
-  without_bn = decoders.get_decoder(name)(features=(6,), out_channels=2, use_batchnorm=False)
+  without_bn = decoders.get_decoder(name)(features=(6,), out_channels=2, batch_norm=False)
   assert 'batch_stats' not in without_bn.init(KEY, x, train=False)
 
 
@@ -87,7 +87,7 @@ def test_resize_avoids_checkerboard():
 
 @pytest.mark.parametrize('bn', [False, True])
 def test_conv_encoder(bn):
-  encoder = decoders.ConvEncoder(features=(4, 8, 16), use_batchnorm=bn)
+  encoder = decoders.ConvEncoder(features=(4, 8, 16), batch_norm=bn)
   assert _output_shape(encoder, (2, 16, 24, 3)) == (2, 2, 3, 16)
   variables = jax.eval_shape(lambda: encoder.init(KEY, jnp.ones((2, 16, 24, 3)), train=False))
   # Never BatchNorm on the first stage, which sees raw pixels (Radford et al. 2015).

@@ -66,7 +66,7 @@ def test_transposed_convolution_draws_a_checkerboard_on_a_flat_input():
   for seed in range(3):
     outputs = {}
     for name in ('transpose', 'resize'):
-      decoder = decoders.get_decoder(name)(features=(), out_channels=3, use_batchnorm=False)
+      decoder = decoders.get_decoder(name)(features=(), out_channels=3, batch_norm=False)
       variables = decoder.init(jax.random.key(seed), flat, train=False)
       outputs[name] = decoder.apply(variables, flat, train=False)
     # Untrained: the four output phases of a stride-2 transposed convolution use different

@@ -1,7 +1,7 @@
 """zoo: pure flax.linen computer-vision models, importable with nothing but jax and flax."""
 
 from zoo.registry import ModelInfo, create_model, list_models, model_info, register_model
-from zoo.features import extract_features
+from zoo.features import FeatureInfo, extract_features, feature_info
 from zoo import cnn, resnet, vgg  # register the classifiers
 from zoo import dcgan, decoders, vae  # register the generative models
 from zoo import pixelcnn  # register the PixelCNNs

@@ -1,10 +1,11 @@
 """The small convnet of the classic course material (LeNet-style, for digits/MNIST)."""
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.typing import Dtype
 
 from zoo.classifier_layers import classifier_head
 from zoo.features import sow_stage
@@ -23,11 +24,11 @@ class CNN(nn.Module):
   kernel_size: tuple[int, int] = (3, 3)
   hidden: int = 256
   dropout_rate: float = 0.5
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for i, width in enumerate(self.features, 1):
       x = nn.Conv(width, self.kernel_size, dtype=self.dtype,
                   param_dtype=self.param_dtype, name=f'conv{i}')(x)

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax.typing import Dtype, Initializer
 
-from zoo.decoders import ConvEncoder, batch_norm, get_decoder
+from zoo.decoders import ConvEncoder, get_decoder, module_batch_norm
 from zoo.registry import register_model
 
 
@@ -70,7 +70,7 @@ class Generator(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, z: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, z: jax.Array, train: bool) -> jax.Array:
     if z.shape[1:] != (self.latent_dim,):
       raise ValueError(f'expected noise of shape (B, {self.latent_dim}), got {z.shape}')
     n = num_stages(self.image_size)
@@ -79,12 +79,12 @@ class Generator(nn.Module):
     x = nn.Dense(size * size * widths[0], use_bias=False, kernel_init=self.kernel_init,
                  dtype=self.dtype, param_dtype=self.param_dtype, name='project')(z)
     x = x.reshape(z.shape[0], size, size, widths[0])
-    x = nn.relu(batch_norm(self, train, name='project_bn')(x))
+    x = nn.relu(module_batch_norm(self, train, name='project_bn')(x))
     x = get_decoder(self.decoder)(
-        features=widths[1:], out_channels=self.channels, use_batchnorm=True, activation=nn.relu,
+        features=widths[1:], out_channels=self.channels, batch_norm=True, activation=nn.relu,
         kernel_init=self.kernel_init, scale_init=self.scale_init, bn_axis_name=self.bn_axis_name,
         dtype=self.dtype, param_dtype=self.param_dtype, name='decoder')(x, train=train)
-    return jnp.tanh(x)
+    return jnp.tanh(x).astype(jnp.float32)
 
 
 class Discriminator(nn.Module):
@@ -104,12 +104,12 @@ class Discriminator(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     if x.shape[1:3] != (self.image_size, self.image_size):
       raise ValueError(f'expected images of side {self.image_size}, got shape {x.shape}')
     n = num_stages(self.image_size)
     x = ConvEncoder(
-        features=[self.width * 2**i for i in range(n)], use_batchnorm=True,
+        features=[self.width * 2**i for i in range(n)], batch_norm=True,
         activation=functools.partial(nn.leaky_relu, negative_slope=0.2),
         kernel_init=self.kernel_init, scale_init=self.scale_init, bn_axis_name=self.bn_axis_name,
         dtype=self.dtype, param_dtype=self.param_dtype, name='encoder')(x, train=train)
@@ -117,7 +117,7 @@ class Discriminator(nn.Module):
     # sigmoid output" (equal to the PyTorch reference's s x s 'VALID' convolution).
     logit = nn.Dense(1, kernel_init=self.kernel_init, dtype=self.dtype,
                      param_dtype=self.param_dtype, name='logit')(x.reshape(x.shape[0], -1))
-    return logit[:, 0]
+    return logit[:, 0].astype(jnp.float32)
 
 
 @register_model(kind='generator', input_shape=(100,),

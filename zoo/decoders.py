@@ -24,12 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax.typing import Dtype, Initializer
 
+from zoo import norm
 from zoo.registry import register_model
-
-# PyTorch's BatchNorm defaults (momentum 0.1 there is 0.9 here), as in the DCGAN reference code
-# and flax's ImageNet example; flax's own default of 0.99 adapts too slowly for short GAN runs.
-_BN_MOMENTUM = 0.9
-_BN_EPSILON = 1e-5
 
 
 class _Decoder(nn.Module):
@@ -39,7 +35,7 @@ class _Decoder(nn.Module):
     features: channels of the hidden stages, from the input side.
     out_channels: channels of the output (no normalization, no activation).
     kernel_size: kernel of every upsampling layer.
-    use_batchnorm: BatchNorm after every hidden stage (never after the output stage).
+    batch_norm: BatchNorm after every hidden stage (never after the output stage).
     activation: applied after every hidden stage.
     kernel_init: initializer of the convolution kernels.
     scale_init: initializer of the BatchNorm scales.
@@ -49,7 +45,7 @@ class _Decoder(nn.Module):
   features: Sequence[int]
   out_channels: int
   kernel_size: tuple[int, int] = (4, 4)
-  use_batchnorm: bool = True
+  batch_norm: bool = True
   activation: Callable[[jax.Array], jax.Array] = nn.relu
   kernel_init: Initializer = nn.initializers.lecun_normal()
   scale_init: Initializer = nn.initializers.ones
@@ -62,21 +58,21 @@ class _Decoder(nn.Module):
     raise NotImplementedError
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for i, f in enumerate(self.features):
       # A bias before BatchNorm is cancelled by its mean subtraction.
-      x = self._upsample(x, f, use_bias=not self.use_batchnorm, name=f'stage{i}')
-      if self.use_batchnorm:
-        x = batch_norm(self, train, name=f'bn{i}')(x)
+      x = self._upsample(x, f, use_bias=not self.batch_norm, name=f'stage{i}')
+      if self.batch_norm:
+        x = module_batch_norm(self, train, name=f'bn{i}')(x)
       x = self.activation(x)
     return self._upsample(x, self.out_channels, use_bias=True, name='output')
 
 
-def batch_norm(module: nn.Module, train: bool, name: str) -> nn.BatchNorm:
-  """The BatchNorm used by the decoders, the encoder and the DCGAN, from `module`'s fields."""
-  return nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON,
-                      axis_name=module.bn_axis_name, scale_init=module.scale_init,
-                      dtype=module.dtype, param_dtype=module.param_dtype, name=name)
+def module_batch_norm(module: nn.Module, train: bool, name: str) -> nn.BatchNorm:
+  """`norm.batch_norm` configured by `module`'s fields (scale_init, bn_axis_name, dtypes)."""
+  return norm.batch_norm(train, name=name, scale_init=module.scale_init,
+                         axis_name=module.bn_axis_name, dtype=module.dtype,
+                         param_dtype=module.param_dtype)
 
 
 class TransposeConvDecoder(_Decoder):
@@ -123,14 +119,14 @@ class ConvEncoder(nn.Module):
   """Stride-2 'SAME' convolutions, each halving height and width: the decoders' mirror image,
   shared by the VAE encoder and the DCGAN discriminator.
 
-  Stage i outputs `features[i]` channels, then BatchNorm (if `use_batchnorm`, never on the first
+  Stage i outputs `features[i]` channels, then BatchNorm (if `batch_norm`, never on the first
   stage: it sees raw pixels, where Radford et al. 2015 found BatchNorm made training oscillate)
   and the activation. A (B, H, W, C) input gives (B, H / 2**k, W / 2**k, features[-1]) with
   k = len(features).
   """
   features: Sequence[int]
   kernel_size: tuple[int, int] = (4, 4)
-  use_batchnorm: bool = False
+  batch_norm: bool = False
   activation: Callable[[jax.Array], jax.Array] = nn.relu
   kernel_init: Initializer = nn.initializers.lecun_normal()
   scale_init: Initializer = nn.initializers.ones
@@ -139,14 +135,14 @@ class ConvEncoder(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for i, f in enumerate(self.features):
-      norm = self.use_batchnorm and i > 0
-      x = nn.Conv(f, self.kernel_size, strides=(2, 2), padding='SAME', use_bias=not norm,
+      normalize = self.batch_norm and i > 0
+      x = nn.Conv(f, self.kernel_size, strides=(2, 2), padding='SAME', use_bias=not normalize,
                   kernel_init=self.kernel_init, dtype=self.dtype, param_dtype=self.param_dtype,
                   name=f'stage{i}')(x)
-      if norm:
-        x = batch_norm(self, train, name=f'bn{i}')(x)
+      if normalize:
+        x = module_batch_norm(self, train, name=f'bn{i}')(x)
       x = self.activation(x)
     return x
 
@@ -172,7 +168,7 @@ class SuperResolution(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     num_stages = self.scale.bit_length() - 1
     if self.scale < 2 or self.scale != 1 << num_stages:
       raise ValueError(f'scale must be a power of two >= 2, got {self.scale}')
@@ -182,10 +178,10 @@ class SuperResolution(nn.Module):
       y = nn.relu(nn.Conv(self.features, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype,
                           name=f'conv{i}')(y))
     residual = get_decoder(self.decoder)(
-        features=(self.features,) * (num_stages - 1), out_channels=c, use_batchnorm=False,
+        features=(self.features,) * (num_stages - 1), out_channels=c, batch_norm=False,
         dtype=self.dtype, param_dtype=self.param_dtype, name='decoder')(y, train=train)
     base = jax.image.resize(x, (b, self.scale * h, self.scale * w, c), method='bilinear')
-    return base.astype(residual.dtype) + residual
+    return (base + residual).astype(jnp.float32)
 
 
 @register_model(kind='upsampler', input_shape=(32, 32, 3),

@@ -16,10 +16,13 @@ Every classifier in the zoo sows, into the 'intermediates' collection, these key
 Sowing costs nothing unless 'intermediates' is mutable in `apply`.
 """
 
-from typing import Any
+import dataclasses
+import math
+from typing import Any, Iterable, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 COLLECTION = 'intermediates'
 
@@ -34,15 +37,60 @@ def sow_pooled(module: nn.Module, x: jax.Array) -> None:
   module.sow(COLLECTION, 'pooled', x)
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureInfo:
+  """One stage of a model's feature pyramid, as timm's `feature_info`."""
+  name: str  # the key of `extract_features`: 'stage1', ...
+  channels: int
+  reduction: int  # input side / feature-map side, the stage's total stride
+
+
+def _check_sows(model: nn.Module, names: Iterable[str]) -> None:
+  if not any(name.startswith('stage') for name in names):
+    raise ValueError(f'{type(model).__name__} sows no stage features: only the classifiers '
+                     '(cnn, lenet5, alexnet, vgg*, resnet*, inception_v3, ...) have stages')
+
+
+def feature_info(model: nn.Module, input_shape: Sequence[int]) -> list[FeatureInfo]:
+  """Channels and reduction of each stage of `model` on one input of `input_shape` (H, W, C).
+
+  Computed from shapes only (`jax.eval_shape`), so it costs no FLOPs; with
+  `zoo.model_info(name).input_shape` it gives the stages at the model's default input size.
+  """
+  x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
+  init = lambda x: model.init(rngs, x, train=False, mutable=True)  # noqa: E731
+  shapes = jax.eval_shape(init, x).get(COLLECTION, {})
+  _check_sows(model, shapes)
+  stages = sorted((n for n in shapes if n.startswith('stage')), key=lambda n: int(n[5:]))
+  info = []
+  for name in stages:
+    _, h, _, c = shapes[name][-1].shape
+    # Odd inputs (Inception's 299) round down at every stride: report the nominal power of two.
+    reduction = 2 ** round(math.log2(input_shape[0] / h))
+    info.append(FeatureInfo(name, c, reduction))
+  return info
+
+
 def extract_features(model: nn.Module, variables: Any, x: jax.Array, *,
-                     train: bool = False,
+                     stages: Sequence[str] | None = None, train: bool = False,
                      rngs: dict[str, jax.Array] | None = None) -> dict[str, jax.Array]:
   """Runs `model` on `x` and returns its sown features, {'stage1': …, 'pooled': …}.
 
-  With `train=True` BatchNorm uses batch statistics (their updates are discarded) and
-  dropout needs `rngs={'dropout': key}`.
+  `stages` selects some of them, e.g. ('stage2', 'stage4') for a detector's neck; the whole
+  model still runs (use `num_classes=0` to drop the head's cost). With `train=True` BatchNorm
+  uses batch statistics (their updates are discarded) and dropout needs
+  `rngs={'dropout': key}`.
   """
   mutable = [COLLECTION, 'batch_stats'] if train else [COLLECTION]
   _, state = model.apply(variables, x, train=train, rngs=rngs, mutable=mutable)
   # `sow` appends to a tuple; the last entry is this call's.
-  return {name: values[-1] for name, values in state[COLLECTION].items()}
+  features = {name: values[-1] for name, values in state.get(COLLECTION, {}).items()}
+  _check_sows(model, features)
+  if stages is None:
+    return features
+  unknown = [name for name in stages if name not in features]
+  if unknown:
+    raise ValueError(f'{type(model).__name__} has no feature {unknown[0]!r}; it has '
+                     f'{", ".join(features)}')
+  return {name: features[name] for name in stages}

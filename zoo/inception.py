@@ -22,8 +22,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.typing import Dtype
 
-from zoo import features
+from zoo import features, norm
 from zoo.classifier_layers import classifier_head
 from zoo.registry import register_model
 
@@ -34,17 +35,17 @@ class BasicConv(nn.Module):
   kernel_size: tuple[int, int]
   strides: int = 1
   padding: tuple[int, int] = (0, 0)
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     ph, pw = self.padding
     x = nn.Conv(self.features, self.kernel_size, strides=self.strides,
                 padding=((ph, ph), (pw, pw)), use_bias=False, dtype=self.dtype,
                 param_dtype=self.param_dtype, name='conv')(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3,
-                     dtype=self.dtype, param_dtype=self.param_dtype, name='bn')(x)
+    x = norm.batch_norm(train, name='bn', epsilon=1e-3, dtype=self.dtype,
+                        param_dtype=self.param_dtype)(x)
     return nn.relu(x)
 
 
@@ -68,11 +69,11 @@ def _max_pool(x: jax.Array, strides: int) -> jax.Array:
 
 class InceptionA(nn.Module):
   pool_features: int
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     c = functools.partial(_conv, self, train=train)
     b1 = c(x, 'branch1x1', 64, 1)
     b5 = c(c(x, 'branch5x5_1', 48, 1), 'branch5x5_2', 64, 5, padding=(2, 2))
@@ -84,11 +85,11 @@ class InceptionA(nn.Module):
 
 
 class InceptionB(nn.Module):
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     c = functools.partial(_conv, self, train=train)
     b3 = c(x, 'branch3x3', 384, 3, strides=2)
     bd = c(x, 'branch3x3dbl_1', 64, 1)
@@ -99,11 +100,11 @@ class InceptionB(nn.Module):
 
 class InceptionC(nn.Module):
   channels_7x7: int
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     c = functools.partial(_conv, self, train=train)
     c7 = self.channels_7x7
     b1 = c(x, 'branch1x1', 192, 1)
@@ -120,11 +121,11 @@ class InceptionC(nn.Module):
 
 
 class InceptionD(nn.Module):
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     c = functools.partial(_conv, self, train=train)
     b3 = c(c(x, 'branch3x3_1', 192, 1), 'branch3x3_2', 320, 3, strides=2)
     b7 = c(x, 'branch7x7x3_1', 192, 1)
@@ -137,11 +138,11 @@ class InceptionD(nn.Module):
 class InceptionE(nn.Module):
   """The last blocks; the graph's second one (`max_pool=True`) max-pools its pool branch."""
   max_pool: bool = False
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     c = functools.partial(_conv, self, train=train)
 
     def split(y, prefix):  # 1x3 and 3x1 side by side
@@ -166,11 +167,11 @@ class InceptionV3(nn.Module):
   """
   num_classes: int = 1008
   dropout_rate: float = 0.5
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     if min(x.shape[1:3]) < 75:
       raise ValueError(f'InceptionV3 needs images of at least 75x75, got shape {x.shape}')
     c = functools.partial(_conv, self, train=train)

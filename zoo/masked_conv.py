@@ -12,6 +12,7 @@ the pixel already exclude that value).
 from typing import Literal
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.typing import Dtype, Initializer
@@ -61,7 +62,7 @@ class MaskedConv(nn.Module):
   bias_init: Initializer = nn.initializers.zeros_init()
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, x: jax.Array) -> jax.Array:
     mask = causal_mask(tuple(self.kernel_size), x.shape[-1], self.features, self.mask_type,
                        self.num_groups)
     return nn.Conv(self.features, tuple(self.kernel_size), padding='SAME',

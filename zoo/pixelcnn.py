@@ -25,12 +25,12 @@ from zoo.masked_conv import MaskedConv
 from zoo.registry import register_model
 
 
-def to_input(x_int: jnp.ndarray, num_levels: int) -> jnp.ndarray:
+def to_input(x_int: jax.Array, num_levels: int) -> jax.Array:
   """Integer image in [0, num_levels) -> the model's input scale, floats in [0, 1]."""
   return x_int.astype(jnp.float32) / (num_levels - 1)
 
 
-def _gate(x: jnp.ndarray, num_groups: int) -> jnp.ndarray:
+def _gate(x: jax.Array, num_groups: int) -> jax.Array:
   """tanh(a) * sigmoid(b) over the halves of each colour group's channels.
 
   Pairing a and b within a group (rather than splitting all channels in two) keeps every output
@@ -57,7 +57,7 @@ class GatedLayer(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, v: jnp.ndarray, h: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  def __call__(self, v: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
     k, r = self.kernel_size, self.kernel_size // 2
     dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     v_pre = nn.Conv(2 * self.features, (r + 1, k), padding=((r, 0), (r, r)), name='vertical',
@@ -93,11 +93,11 @@ class PixelCNN(nn.Module):
   gated: bool = False
   first_kernel_size: int = 7
   kernel_size: int = 3
-  dtype: Dtype = jnp.float32
+  dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """Logits for every value of `x = to_input(image, num_levels)`, (batch, H, W, C) floats."""
     del train  # no dropout or batch statistics: training and evaluation are the same function
     if x.shape[-1] != self.num_channels:
@@ -117,14 +117,16 @@ class PixelCNN(nn.Module):
         h = h + MaskedConv(self.features, (1, 1), 'B', **dt)(nn.relu(y))
     h = MaskedConv(self.features, (1, 1), 'B', name='output_hidden', **dt)(nn.relu(h))
     if self.num_levels == 2:
-      return MaskedConv(self.num_channels, (1, 1), 'B', name='output', **dt)(nn.relu(h))
+      logits = MaskedConv(self.num_channels, (1, 1), 'B', name='output', **dt)(nn.relu(h))
+      return logits.astype(jnp.float32)
     logits = MaskedConv(self.num_channels * self.num_levels, (1, 1), 'B', name='output',
                         **dt)(nn.relu(h))
     # Channel-major output channels: the group of channel c's logits is c, as the masks require.
-    return logits.reshape(*logits.shape[:-1], self.num_channels, self.num_levels)
+    return logits.reshape(*logits.shape[:-1], self.num_channels,
+                          self.num_levels).astype(jnp.float32)
 
 
-def log_likelihood(logits: jnp.ndarray, x_int: jnp.ndarray) -> jnp.ndarray:
+def log_likelihood(logits: jax.Array, x_int: jax.Array) -> jax.Array:
   """log p(x) in nats per image, `(batch,)`: the sum of the per-pixel, per-channel terms.
 
   Bernoulli when `logits.shape == x_int.shape` (x_int in {0, 1}); categorical when logits have
@@ -142,8 +144,8 @@ def log_likelihood(logits: jnp.ndarray, x_int: jnp.ndarray) -> jnp.ndarray:
 
 @functools.partial(jax.jit, static_argnames=('model', 'shape'))
 def sample(model: PixelCNN, variables, rng: jax.Array, shape: tuple[int, int, int, int], *,
-           temperature: float = 1.0, given: jnp.ndarray | None = None,
-           given_mask: jnp.ndarray | None = None) -> jnp.ndarray:
+           temperature: float = 1.0, given: jax.Array | None = None,
+           given_mask: jax.Array | None = None) -> jax.Array:
   """Draws integer images of `shape` (batch, H, W, C) one value at a time, in raster order.
 
   One compiled `fori_loop` over the H * W * C values; each step runs the whole network and

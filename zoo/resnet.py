@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.typing import Dtype
 
 from zoo.classifier_layers import ConvBN, classifier_head
 from zoo.features import sow_stage
@@ -49,7 +50,7 @@ class BasicBlock(_ResidualBlock):
   """Two 3×3 convs; the first carries the stride."""
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     y = self.conv_bn(self.features, strides=self.strides, name='conv1')(x, train=train)
     y = self.conv_bn(self.features, relu=False, bn_scale_init=self._last_scale_init,
                      name='conv2')(y, train=train)
@@ -61,7 +62,7 @@ class Bottleneck(_ResidualBlock):
   expansion = 4
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     y = self.conv_bn(self.features, (1, 1), name='conv1')(x, train=train)
     y = self.conv_bn(self.features, strides=self.strides, name='conv2')(y, train=train)
     y = self.conv_bn(self.features * self.expansion, (1, 1), relu=False,
@@ -93,12 +94,12 @@ class ResNet(nn.Module):
   shortcut: str = 'projection'
   zero_init_residual: bool = False
   num_classes: int = 1000
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
   bn_axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     conv_bn = functools.partial(ConvBN, dtype=self.dtype, param_dtype=self.param_dtype,
                                 bn_axis_name=self.bn_axis_name)
     if self.stem == 'imagenet':

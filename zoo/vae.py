@@ -158,7 +158,7 @@ class VAE(nn.Module):
     self.from_latent = dense(math.prod(self._bottom_shape))
     self.conv_decoder = get_decoder(self.decoder)(
         features=tuple(reversed(self.features))[1:], out_channels=c * _NUM_PARAMS[self.likelihood],
-        use_batchnorm=False, activation=self.activation, dtype=self.dtype,
+        batch_norm=False, activation=self.activation, dtype=self.dtype,
         param_dtype=self.param_dtype)
 
   def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -168,12 +168,13 @@ class VAE(nn.Module):
                        f'got {x.shape}')
     h = self.conv_encoder(x, train=False)
     h = h.reshape(h.shape[0], -1)
-    return self.to_mean(h), self.to_logvar(h)
+    return self.to_mean(h).astype(jnp.float32), self.to_logvar(h).astype(jnp.float32)
 
   def decode(self, z: jax.Array) -> jax.Array:
     """Latents (B, latent_dim) -> parameters of p(x|z), (B, H, W, C * params per pixel)."""
     h = self.activation(self.from_latent(z))
-    return self.conv_decoder(h.reshape(z.shape[0], *self._bottom_shape), train=False)
+    params = self.conv_decoder(h.reshape(z.shape[0], *self._bottom_shape), train=False)
+    return params.astype(jnp.float32)
 
   def sample(self, num: int) -> jax.Array:
     """`num` images (num, H, W, C) in [0, 1]: `mean_image` of p(x|z) for z from the prior."""
@@ -185,7 +186,7 @@ class VAE(nn.Module):
     mean, _ = self.encode(x)
     return mean_image(self.decode(mean), self.likelihood)
 
-  def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(params of p(x|z), mean, logvar) with z = mean + sigma * eps, eps ~ N(0, I) from the
     'sample' stream: the reparameterization trick, so gradients reach mean and logvar."""
     mean, logvar = self.encode(x)

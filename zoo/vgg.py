@@ -1,11 +1,12 @@
 """VGG 11/13/16/19 (Simonyan & Zisserman, 2015), plain and with BatchNorm, as torchvision."""
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.typing import Dtype
 
 from zoo.classifier_layers import ConvBN, classifier_head
 from zoo.features import sow_stage
@@ -52,12 +53,12 @@ class VGG(nn.Module):
   classifier_width: int = 4096
   dropout_rate: float = 0.5
   num_classes: int = 1000
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
   bn_axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for i, (depth, width) in enumerate(zip(self.stage_sizes, self.widths), 1):
       for j in range(1, depth + 1):
         # torchvision keeps the conv bias even before BatchNorm; so do we, for equal counts.
