@@ -3,8 +3,9 @@
 This is the network of the 2015 TensorFlow graph (`pool_3`, 2048-d, and 1008 logits) as
 pytorch-fid rebuilds it on torchvision's Inception3: the same layers, with the graph's pooling in
 the Mixed blocks (average pools that exclude the padding; a max pool in the last block's pool
-branch). With the standard FID weights (`load_torch_state_dict` on pytorch-fid's
-`pt_inception-2015-12-05` state dict) it computes the features every FID in the literature uses.
+branch). With the standard FID weights (pytorch-fid's `pt_inception-2015-12-05` state dict,
+converted by `zoo.weights.convert('inception_v3', state_dict, 'pytorch_fid')`) it computes the
+features every FID in the literature uses.
 
 Input: NHWC images in [-1, 1] (pytorch-fid maps its [0, 1] input to this range), at least 75x75;
 FID resizes to 299x299 first (`train.feature_nets`). Sows 'stage1'..'stage5' (strides 2, 4, 8,
@@ -12,16 +13,15 @@ FID resizes to 299x299 first (`train.feature_nets`). Sows 'stage1'..'stage5' (st
 average pool, FID's features); returns the logits of the Dense `head` (torchvision's `fc`).
 
 Submodules carry torchvision's names (`Mixed_6b/branch7x7_2/conv`), so a PyTorch state dict maps
-onto the parameters name by name.
+onto the parameters name by name (`zoo.weights.inception`). `pooling='torchvision'` gives
+torchvision's Inception3, for its ImageNet weights (`zoo.load_pretrained('inception_v3', ...)`).
 """
 
 import functools
-from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax.typing import Dtype
 
 from zoo import features, norm
@@ -57,9 +57,10 @@ def _conv(parent: nn.Module, x: jax.Array, name: str, features: int, kernel: int
                    param_dtype=parent.param_dtype, name=name)(x, train=train)
 
 
-def _avg_pool(x: jax.Array) -> jax.Array:
-  """3x3, stride 1, padded, averaging over the real pixels only (the TF graph's pooling)."""
-  return nn.avg_pool(x, (3, 3), padding=((1, 1), (1, 1)), count_include_pad=False)
+def _avg_pool(x: jax.Array, count_include_pad: bool) -> jax.Array:
+  """3x3, stride 1, padded; the TF graph averages over the real pixels only, torchvision's
+  Inception3 over the padding too."""
+  return nn.avg_pool(x, (3, 3), padding=((1, 1), (1, 1)), count_include_pad=count_include_pad)
 
 
 def _max_pool(x: jax.Array, strides: int) -> jax.Array:
@@ -69,6 +70,7 @@ def _max_pool(x: jax.Array, strides: int) -> jax.Array:
 
 class InceptionA(nn.Module):
   pool_features: int
+  count_include_pad: bool = False
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
@@ -80,7 +82,7 @@ class InceptionA(nn.Module):
     bd = c(x, 'branch3x3dbl_1', 64, 1)
     bd = c(bd, 'branch3x3dbl_2', 96, 3, padding=(1, 1))
     bd = c(bd, 'branch3x3dbl_3', 96, 3, padding=(1, 1))
-    bp = c(_avg_pool(x), 'branch_pool', self.pool_features, 1)
+    bp = c(_avg_pool(x, self.count_include_pad), 'branch_pool', self.pool_features, 1)
     return jnp.concatenate([b1, b5, bd, bp], -1)
 
 
@@ -100,6 +102,7 @@ class InceptionB(nn.Module):
 
 class InceptionC(nn.Module):
   channels_7x7: int
+  count_include_pad: bool = False
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
@@ -116,7 +119,7 @@ class InceptionC(nn.Module):
     bd = c(bd, 'branch7x7dbl_3', c7, (1, 7), padding=(0, 3))
     bd = c(bd, 'branch7x7dbl_4', c7, (7, 1), padding=(3, 0))
     bd = c(bd, 'branch7x7dbl_5', 192, (1, 7), padding=(0, 3))
-    bp = c(_avg_pool(x), 'branch_pool', 192, 1)
+    bp = c(_avg_pool(x, self.count_include_pad), 'branch_pool', 192, 1)
     return jnp.concatenate([b1, b7, bd, bp], -1)
 
 
@@ -138,6 +141,7 @@ class InceptionD(nn.Module):
 class InceptionE(nn.Module):
   """The last blocks; the graph's second one (`max_pool=True`) max-pools its pool branch."""
   max_pool: bool = False
+  count_include_pad: bool = False
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
@@ -153,7 +157,7 @@ class InceptionE(nn.Module):
     b3 = split(c(x, 'branch3x3_1', 384, 1), 'branch3x3_2')
     bd = c(x, 'branch3x3dbl_1', 448, 1)
     bd = split(c(bd, 'branch3x3dbl_2', 384, 3, padding=(1, 1)), 'branch3x3dbl_3')
-    pooled = _max_pool(x, 1) if self.max_pool else _avg_pool(x)
+    pooled = _max_pool(x, 1) if self.max_pool else _avg_pool(x, self.count_include_pad)
     bp = c(pooled, 'branch_pool', 192, 1)
     return jnp.concatenate([b1, b3, bd, bp], -1)
 
@@ -163,9 +167,12 @@ class InceptionV3(nn.Module):
 
   Attributes:
     num_classes: 1008 for the FID weights (the 2015 graph's outputs).
+    pooling: 'fid' for the 2015 graph's pooling (pytorch-fid), 'torchvision' for torchvision's
+      Inception3 (average pools counting the padding, an average pool in Mixed_7c).
     dropout_rate: before the head, as torchvision (inactive in eval).
   """
   num_classes: int = 1008
+  pooling: str = 'fid'
   dropout_rate: float = 0.5
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
@@ -174,8 +181,11 @@ class InceptionV3(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     if min(x.shape[1:3]) < 75:
       raise ValueError(f'InceptionV3 needs images of at least 75x75, got shape {x.shape}')
+    if self.pooling not in ('fid', 'torchvision'):
+      raise ValueError(f"pooling must be 'fid' or 'torchvision', not {self.pooling!r}")
     c = functools.partial(_conv, self, train=train)
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    kw = {'dtype': self.dtype, 'param_dtype': self.param_dtype}
+    pools = {'count_include_pad': self.pooling == 'torchvision'}
     x = c(x, 'Conv2d_1a_3x3', 32, 3, strides=2)
     x = c(x, 'Conv2d_2a_3x3', 32, 3)
     x = c(x, 'Conv2d_2b_3x3', 64, 3, padding=(1, 1))
@@ -185,82 +195,24 @@ class InceptionV3(nn.Module):
     features.sow_stage(self, 2, x)
     x = _max_pool(x, 2)
     for name, pool_features in (('Mixed_5b', 32), ('Mixed_5c', 64), ('Mixed_5d', 64)):
-      x = InceptionA(pool_features, **kw, name=name)(x, train=train)
+      x = InceptionA(pool_features, **pools, **kw, name=name)(x, train=train)
     features.sow_stage(self, 3, x)
     x = InceptionB(**kw, name='Mixed_6a')(x, train=train)
     for name, channels in (('Mixed_6b', 128), ('Mixed_6c', 160), ('Mixed_6d', 160),
                            ('Mixed_6e', 192)):
-      x = InceptionC(channels, **kw, name=name)(x, train=train)
+      x = InceptionC(channels, **pools, **kw, name=name)(x, train=train)
     features.sow_stage(self, 4, x)
     x = InceptionD(**kw, name='Mixed_7a')(x, train=train)
-    x = InceptionE(**kw, name='Mixed_7b')(x, train=train)
-    x = InceptionE(max_pool=True, **kw, name='Mixed_7c')(x, train=train)
+    x = InceptionE(**pools, **kw, name='Mixed_7b')(x, train=train)
+    x = InceptionE(max_pool=self.pooling == 'fid', **pools, **kw, name='Mixed_7c')(x, train=train)
     features.sow_stage(self, 5, x)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return classifier_head(self, x)
 
 
-# (collection, flax leaf) -> the PyTorch leaf.
-_TORCH_LEAVES = {
-    ('params', 'kernel'): 'weight',
-    ('params', 'scale'): 'weight',
-    ('params', 'bias'): 'bias',
-    ('batch_stats', 'mean'): 'running_mean',
-    ('batch_stats', 'var'): 'running_var',
-}
-
-
-def torch_key(collection: str, path: tuple[str, ...]) -> str:
-  """The state-dict key of a flax variable: ('params', ('head', 'kernel')) -> 'fc.weight'."""
-  modules = ['fc' if name == 'head' else name for name in path[:-1]]
-  return '.'.join([*modules, _TORCH_LEAVES[collection, path[-1]]])
-
-
-def _to_flax_layout(value: np.ndarray) -> np.ndarray:
-  """Convolution kernels OIHW -> HWIO, dense kernels (out, in) -> (in, out)."""
-  return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T
-
-
-def load_torch_state_dict(state_dict: Mapping[str, np.ndarray],
-                          num_classes: int = 1008) -> dict[str, Any]:
-  """The variables ({'params', 'batch_stats'}) of `InceptionV3` from a torchvision/pytorch-fid
-  state dict of NumPy arrays (e.g. `np.load` of `pt_inception-2015-12-05.npz`, see docs/gan.md).
-
-  Every variable of the model must be given once with its shape; anything missing, extra or
-  misshapen raises ValueError naming it. `num_batches_tracked` entries are ignored.
-  """
-  model = InceptionV3(num_classes=num_classes)
-  target = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 75, 75, 3)),
-                                             train=False))
-  variables, problems, used = {}, [], set()
-  for collection in ('params', 'batch_stats'):
-    leaves = []
-    for path, leaf in jax.tree_util.tree_leaves_with_path(target[collection]):
-      path = tuple(k.key for k in path)
-      key = torch_key(collection, path)
-      if key not in state_dict:
-        problems.append(f'missing {key!r}')
-        leaves.append(None)
-        continue
-      used.add(key)
-      value = np.asarray(state_dict[key], np.float32)
-      value = _to_flax_layout(value) if path[-1] == 'kernel' else value
-      if value.shape != leaf.shape:
-        problems.append(f'{key!r} has shape {np.shape(state_dict[key])}, which is {value.shape} '
-                        f'in flax layout; the model needs {leaf.shape}')
-      leaves.append(jnp.asarray(value))
-    variables[collection] = jax.tree.unflatten(jax.tree.structure(target[collection]), leaves)
-  problems += [f'unexpected {key!r}' for key in state_dict
-               if key not in used and not key.endswith('num_batches_tracked')]
-  if problems:
-    more = f' (and {len(problems) - 10} more)' if len(problems) > 10 else ''
-    raise ValueError('not an InceptionV3 state dict: ' + '; '.join(problems[:10]) + more)
-  return variables
-
-
 @register_model(kind='classifier', input_shape=(299, 299, 3),
                 description='Inception-v3 as for FID (pytorch-fid layers, 1008 classes, inputs '
-                            'in [-1, 1]); weights: zoo.inception.load_torch_state_dict')
+                            "in [-1, 1]); torchvision's with pooling='torchvision'")
 def inception_v3(**overrides) -> InceptionV3:
   return InceptionV3(**overrides)

@@ -26,6 +26,7 @@ class _ResidualBlock(nn.Module):
   strides: int = 1
   shortcut: str = 'projection'
   zero_init_residual: bool = False
+  stride_in_1x1: bool = False
   conv_bn: ModuleDef = ConvBN
 
   @property
@@ -58,13 +59,15 @@ class BasicBlock(_ResidualBlock):
 
 
 class Bottleneck(_ResidualBlock):
-  """1×1 reduce, 3×3, 1×1 expand ×4; the 3×3 carries the stride (v1.5)."""
+  """1×1 reduce, 3×3, 1×1 expand ×4; the 3×3 carries the stride (v1.5), or the first 1×1 with
+  `stride_in_1x1` (v1: the paper, Caffe and Keras)."""
   expansion = 4
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    y = self.conv_bn(self.features, (1, 1), name='conv1')(x, train=train)
-    y = self.conv_bn(self.features, strides=self.strides, name='conv2')(y, train=train)
+    stride_1x1, stride_3x3 = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
+    y = self.conv_bn(self.features, (1, 1), strides=stride_1x1, name='conv1')(x, train=train)
+    y = self.conv_bn(self.features, strides=stride_3x3, name='conv2')(y, train=train)
     y = self.conv_bn(self.features * self.expansion, (1, 1), relu=False,
                      bn_scale_init=self._last_scale_init, name='conv3')(y, train=train)
     return self._add_shortcut(x, y, train)
@@ -86,6 +89,10 @@ class ResNet(nn.Module):
   A shortcuts (`shortcut='zero_pad'`: strided subsampling + zero channels).
 
   `zero_init_residual` zero-initializes the last BatchNorm scale of every block.
+
+  For Keras' ResNet50 weights (v1): `stride_in_1x1=True`, `conv_bias=True` (Keras keeps a bias
+  on every convolution, before its BatchNorm) and `bn_epsilon=1.001e-5`; `load_pretrained` sets
+  them from the file.
   """
   stage_sizes: Sequence[int]
   block_cls: ModuleDef = BasicBlock
@@ -93,6 +100,9 @@ class ResNet(nn.Module):
   stem: str = 'imagenet'
   shortcut: str = 'projection'
   zero_init_residual: bool = False
+  stride_in_1x1: bool = False
+  conv_bias: bool = False
+  bn_epsilon: float = 1e-5
   num_classes: int = 1000
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
@@ -100,7 +110,8 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    conv_bn = functools.partial(ConvBN, dtype=self.dtype, param_dtype=self.param_dtype,
+    conv_bn = functools.partial(ConvBN, use_bias=self.conv_bias, bn_epsilon=self.bn_epsilon,
+                                dtype=self.dtype, param_dtype=self.param_dtype,
                                 bn_axis_name=self.bn_axis_name)
     if self.stem == 'imagenet':
       x = conv_bn(self.widths[0], (7, 7), strides=2, name='stem')(x, train=train)
@@ -113,7 +124,8 @@ class ResNet(nn.Module):
       for j in range(1, depth + 1):
         x = self.block_cls(width, strides=2 if i > 1 and j == 1 else 1,
                            shortcut=self.shortcut,
-                           zero_init_residual=self.zero_init_residual, conv_bn=conv_bn,
+                           zero_init_residual=self.zero_init_residual,
+                           stride_in_1x1=self.stride_in_1x1, conv_bn=conv_bn,
                            name=f'stage{i}_block{j}')(x, train=train)
       sow_stage(self, i, x)
     x = jnp.mean(x, axis=(1, 2))

@@ -72,6 +72,27 @@ def keras_depthwise(value: np.ndarray) -> np.ndarray:
   return value.transpose(0, 1, 3, 2)
 
 
+def torch_flattened_dense(key: str, channels: int) -> Callable[['Tensors'], np.ndarray]:
+  """The kernel of a Dense layer after a flatten, from torch's `key` (out, C·h·w in CHW order)
+  to flax's (h·w·C in HWC order, out): NHWC flattens in another order than NCHW."""
+
+  def take(tensors: 'Tensors') -> np.ndarray:
+    value = tensors.take(key)
+    out, size = value.shape
+    return value.reshape(out, channels, size // channels).transpose(2, 1, 0).reshape(size, out)
+
+  return take
+
+
+def flattened_side(size: int, channels: int) -> tuple[int, int]:
+  """The (h, w) of the square map a Dense layer of input width `size` flattens."""
+  side = round((size // channels) ** 0.5)
+  if side * side * channels != size:
+    raise ConversionError(f'a dense layer of input width {size} does not flatten a square map '
+                          f'of {channels} channels')
+  return side, side
+
+
 Layout = Callable[[Path, np.ndarray], np.ndarray]
 Rule = Callable[[str, Path], 'str | Callable[[Tensors], np.ndarray]']
 
