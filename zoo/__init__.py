@@ -1,26 +1,12 @@
 """zoo: pure flax.linen computer-vision models, importable with nothing but jax and flax."""
 
-from zoo import (  # register the classifiers  # register the generative models
-           alexnet,
-           cnn,
-           dcgan,
-           decoders,
-           inception,  # register Inception-v3, the FID network
-           lenet,
-           pixelcnn,  # register the PixelCNNs
-           resnet,
-           vae,
-           vgg,
-)
+from zoo.registry import ModelInfo, create_model, list_models, model_info, register_model
 from zoo.features import FeatureInfo, extract_features, feature_info
-from zoo.pretrained_config import Preprocessing, PretrainedConfig, pretrained_config
-from zoo.registry import (
-           ModelInfo,
-           create_model,
-           list_models,
-           model_info,
-           register_model,
-)
+from zoo import alexnet, cnn, lenet, resnet, vgg  # register the classifiers
+from zoo import dcgan, decoders, vae  # register the generative models
+from zoo import pixelcnn  # register the PixelCNNs
+from zoo import inception  # register Inception-v3, the FID network
+from zoo.pretrained_config import PretrainedConfig, Preprocessing, pretrained_config
 from zoo.weights import ConversionError, load_pretrained, save_pretrained
 
 __all__ = ['ConversionError', 'FeatureInfo', 'ModelInfo', 'PretrainedConfig', 'Preprocessing',
