@@ -11,7 +11,8 @@ import pytest
 import zoo
 from train import feature_nets, parallel
 from train.errors import UserError
-from zoo import inception
+from zoo import weights
+from zoo.weights import inception as inception_weights
 
 # Keys and PyTorch shapes of pytorch-fid's FIDInceptionV3 state dict (torchvision's layers).
 TORCH_SHAPES = {
@@ -63,8 +64,8 @@ def _torch_state_dict(seed=0):
       shape = leaf.shape
       if path[-1] == 'kernel':  # flax HWIO / (in, out) -> PyTorch OIHW / (out, in)
         shape = (shape[3], shape[2], shape[0], shape[1]) if len(shape) == 4 else shape[::-1]
-      state_dict[inception.torch_key(collection, path)] = rng.normal(size=shape).astype(
-          np.float32)
+      key = inception_weights.rule('inception_v3', 'pytorch_fid')(collection, path)
+      state_dict[key] = rng.normal(size=shape).astype(np.float32)
   for name in list(state_dict):
     if name.endswith('running_var'):  # PyTorch keeps a counter beside the statistics
       state_dict[name.replace('running_var', 'num_batches_tracked')] = np.array(0)
@@ -99,8 +100,8 @@ def test_a_state_dict_file_loads_into_the_flax_layout(tmp_path):
 
 
 def test_the_model_runs_on_loaded_weights():
-  variables = inception.load_torch_state_dict(
-      {k: v * 0.05 for k, v in _torch_state_dict(seed=1).items()})
+  _, variables = weights.convert(
+      'inception_v3', {k: v * 0.05 for k, v in _torch_state_dict(seed=1).items()}, 'pytorch_fid')
   variables['batch_stats'] = jax.tree.map(jnp.abs, variables['batch_stats'])  # variances >= 0
   model = zoo.create_model('inception_v3')
   x = jax.random.uniform(jax.random.key(0), (1, 75, 75, 3), minval=-1, maxval=1)
@@ -110,17 +111,22 @@ def test_the_model_runs_on_loaded_weights():
 
 
 def test_a_wrong_file_is_a_user_error_naming_what_is_wrong(tmp_path):
-  state_dict = dict(_torch_state_dict())
-  del state_dict['fc.bias']
-  state_dict['Mixed_5b.branch1x1.conv.weight'] = np.zeros((64, 192, 3, 3), np.float32)
-  state_dict['AuxLogits.fc.weight'] = np.zeros((1000, 768), np.float32)
-  path = str(tmp_path / 'wrong.npz')
-  np.savez(path, **state_dict)
-  with pytest.raises(UserError) as error:
-    feature_nets.inception_net(path, parallel.make_mesh())
-  message = str(error.value)
-  assert "missing 'fc.bias'" in message
-  assert "unexpected 'AuxLogits.fc.weight'" in message
-  assert "'Mixed_5b.branch1x1.conv.weight' has shape (64, 192, 3, 3)" in message
+  changes = {  # the first problem is named, with the key and what to do
+      'fc.bias': (None, "no 'fc.bias'"),
+      'Mixed_5b.branch1x1.conv.weight': (np.zeros((64, 192, 3, 3), np.float32),
+                                         r"'Mixed_5b.branch1x1.conv.weight' has shape \(3, 3, "
+                                         r"192, 64\) in flax layout.*needs \(1, 1, 192, 64\)"),
+      'extra.weight': (np.zeros((3,), np.float32), "'extra.weight' has no place in the model"),
+  }
+  for key, (value, expected) in changes.items():
+    state_dict = dict(_torch_state_dict())
+    if value is None:
+      del state_dict[key]
+    else:
+      state_dict[key] = value
+    path = str(tmp_path / 'wrong.npz')
+    np.savez(path, **state_dict)
+    with pytest.raises(UserError, match=expected):
+      feature_nets.inception_net(path, parallel.make_mesh())
   with pytest.raises(UserError, match='no such file'):
     feature_nets.inception_net(str(tmp_path / 'absent.npz'), parallel.make_mesh())

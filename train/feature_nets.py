@@ -29,7 +29,7 @@ import zoo
 from train import input_pipeline, parallel, trained
 from train.config import apply_overrides, load_config
 from train.errors import UserError
-from zoo import inception
+from zoo import weights
 
 FEATURE_NETS = ('classifier', 'inception')
 INCEPTION_SIZE = 299
@@ -150,7 +150,7 @@ def inception_net(weights_file: str, mesh: jax.sharding.Mesh) -> FeatureNet:
   with np.load(weights_file) as archive:
     state_dict = dict(archive)
   try:
-    variables = inception.load_torch_state_dict(state_dict)
+    _, variables = weights.convert('inception_v3', state_dict, 'pytorch_fid')
   except ValueError as e:
     raise UserError(f'config.eval.inception_weights={weights_file!r}: {e}') from None
   variables = jax.device_put(variables, parallel.replicated(mesh))

@@ -114,7 +114,9 @@ def map_variables(target: Any, tensors: Mapping[str, np.ndarray], rule: Rule, *,
   """
   reader = Tensors(tensors, source)
   variables = {}
-  for collection, tree in target.items():
+  # Parameters first: a file for another size then fails on a shape, named with both shapes.
+  for collection in sorted(target, key=lambda c: c != 'params'):
+    tree = target[collection]
     leaves = []
     for key_path, leaf in jax.tree_util.tree_leaves_with_path(tree):
       path = tuple(k.key for k in key_path)

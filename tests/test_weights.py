@@ -1,0 +1,204 @@
+"""zoo.load_pretrained against the reference implementations, with seeded random weights.
+
+Each reference model (torchvision, timm, Keras on the JAX backend) gets random weights and
+random BatchNorm statistics, is saved in its source's own file format, loaded through
+`zoo.load_pretrained`, and both run on the same random batch in eval mode: the logits must agree
+to 1e-4 relative to their scale, in float32. Larger sizes of a family are checked at the level
+of the mapping only (every key used, every shape right) on state dicts built on torch's 'meta'
+device, which allocates nothing.
+"""
+
+import functools
+import os
+
+os.environ.setdefault('KERAS_BACKEND', 'jax')
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import zoo  # noqa: E402
+from zoo import weights  # noqa: E402
+from zoo.weights import mapping  # noqa: E402
+
+torch = pytest.importorskip('torch')
+torchvision = pytest.importorskip('torchvision')
+
+
+def assert_logits_match(got, want, label):
+  got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+  assert got.shape == want.shape, (got.shape, want.shape)
+  diff = float(np.abs(got - want).max())
+  scale = max(1.0, float(np.abs(want).max()))
+  print(f'\n{label}: max|diff| {diff:.2e}, max|logit| {scale:.1f}')
+  assert diff <= 1e-4 * scale, f'{label}: max|diff| {diff} > 1e-4 x {scale}'
+
+
+def randomize_torch(model, seed=0):
+  """Random weights, BatchNorm affine parameters and running statistics; eval mode."""
+  torch.manual_seed(seed)
+  with torch.no_grad():
+    for module in model.modules():
+      if isinstance(module, torch.nn.BatchNorm2d):
+        module.weight.uniform_(0.5, 1.5)
+        module.bias.uniform_(-0.5, 0.5)
+        module.running_mean.uniform_(-0.5, 0.5)
+        module.running_var.uniform_(0.5, 2.0)
+  return model.eval()
+
+
+def torch_logits(model, x):
+  with torch.no_grad():
+    return model(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+
+
+def images(size, channels=3, seed=0):
+  return np.random.default_rng(seed).normal(size=(2, size, size, channels)).astype(np.float32)
+
+
+def check_torch_file(name, reference, path, size, label, **load_kwargs):
+  x = images(size)
+  model, variables = zoo.load_pretrained(name, path, **load_kwargs)
+  got = jax.jit(functools.partial(model.apply, train=False))(variables, x)
+  assert_logits_match(got, torch_logits(reference, x), label)
+  return model, variables
+
+
+@pytest.mark.parametrize('name', ['resnet18', 'resnet50'])
+def test_torchvision_resnet(tmp_path, name):
+  reference = randomize_torch(getattr(torchvision.models, name)(num_classes=10))
+  path = tmp_path / f'{name}.pth'
+  # A training checkpoint holding the state dict reads as well as the bare state dict.
+  torch.save({'epoch': 3, 'state_dict': reference.state_dict()}, path)
+  model, _ = check_torch_file(name, reference, path, 64, f'{name} torchvision .pth')
+  assert model.num_classes == 10 and not model.stride_in_1x1
+
+
+def test_timm_resnet_safetensors(tmp_path):
+  timm = pytest.importorskip('timm')
+  safetensors_torch = pytest.importorskip('safetensors.torch')
+  reference = randomize_torch(timm.create_model('resnet34', pretrained=False, num_classes=7))
+  path = tmp_path / 'resnet34.safetensors'
+  safetensors_torch.save_file(reference.state_dict(), str(path))
+  check_torch_file('resnet34', reference, path, 64, 'resnet34 timm .safetensors')
+
+
+def test_torchvision_vgg_bn_with_its_adaptive_pool(tmp_path):
+  # A 64x64 input leaves a 2x2 map that the adaptive pool spreads to 7x7 bins; a narrower
+  # classifier (read from the file) keeps the test small; fc1 is reordered from CHW to HWC.
+  reference = torchvision.models.vgg11_bn(num_classes=5)
+  reference.classifier[0] = torch.nn.Linear(512 * 7 * 7, 64)
+  reference.classifier[3] = torch.nn.Linear(64, 64)
+  reference.classifier[6] = torch.nn.Linear(64, 5)
+  randomize_torch(reference)
+  path = tmp_path / 'vgg11_bn.pth'
+  torch.save(reference.state_dict(), path)
+  model, _ = check_torch_file('vgg11_bn', reference, path, 64, 'vgg11_bn torchvision .pth')
+  assert (model.pool_size, model.classifier_width) == ((7, 7), 64)
+
+
+def test_torchvision_alexnet(tmp_path):
+  reference = torchvision.models.alexnet(num_classes=6)
+  reference.classifier[1] = torch.nn.Linear(256 * 6 * 6, 32)
+  reference.classifier[4] = torch.nn.Linear(32, 32)
+  reference.classifier[6] = torch.nn.Linear(32, 6)
+  randomize_torch(reference)
+  path = tmp_path / 'alexnet.pth'
+  torch.save(reference.state_dict(), path)
+  check_torch_file('alexnet', reference, path, 96, 'alexnet torchvision .pth')
+
+
+def test_torchvision_inception_v3(tmp_path):
+  reference = torchvision.models.inception_v3(weights=None, num_classes=4, aux_logits=True,
+                                              transform_input=False, init_weights=False)
+  randomize_torch(reference)
+  path = tmp_path / 'inception_v3.pth'
+  torch.save(reference.state_dict(), path)  # with the auxiliary head, which zoo leaves out
+  model, _ = check_torch_file('inception_v3', reference, path, 80,
+                              'inception_v3 torchvision .pth')
+  assert model.pooling == 'torchvision'
+
+
+def _meta_state_dict(constructor):
+  """Zero tensors shaped as the reference's state dict, without allocating them."""
+  with torch.device('meta'):
+    state = constructor().state_dict()
+  return {k: np.broadcast_to(np.float32(0), tuple(v.shape)) for k, v in state.items()}
+
+
+@pytest.mark.parametrize('name', ['resnet101', 'resnet152', 'vgg11', 'vgg13', 'vgg13_bn',
+                                  'vgg16', 'vgg16_bn', 'vgg19', 'vgg19_bn'])
+def test_torchvision_mapping_of_the_larger_sizes(name):
+  tensors = _meta_state_dict(getattr(torchvision.models, name))
+  converter = weights.family(name)
+  model = zoo.create_model(name, **converter.overrides(name, 'torchvision', tensors))
+  # map_variables checks every variable's shape and that every tensor is used.
+  variables = mapping.map_variables(weights.abstract_variables(model, name), tensors,
+                                    converter.rule(name, 'torchvision'), source='torchvision',
+                                    layout=mapping.torch_layout)
+  assert len(jax.tree.leaves(variables)) == sum(
+      not k.endswith('num_batches_tracked') for k in tensors)
+
+
+@pytest.fixture(scope='module')
+def keras():
+  keras = pytest.importorskip('keras')
+  if keras.backend.backend() != 'jax':
+    pytest.skip('keras runs on another backend in this process')
+  return keras
+
+
+def randomize_keras(model, seed=0):
+  rng = np.random.default_rng(seed)
+  for layer in model.layers:
+    if isinstance(layer, layer.__class__) and layer.__class__.__name__ == 'BatchNormalization':
+      gamma, beta, mean, var = layer.get_weights()
+      layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.uniform(-0.5, 0.5, beta.shape),
+                         rng.uniform(-0.5, 0.5, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
+    elif layer.get_weights() and layer.__class__.__name__ == 'Conv2D':
+      layer.set_weights([w + rng.uniform(-0.1, 0.1, w.shape) for w in layer.get_weights()])
+  return model
+
+
+@pytest.mark.parametrize('name, application', [('resnet50', 'ResNet50'), ('vgg16', 'VGG16')])
+def test_keras_both_file_formats(tmp_path, keras, name, application):
+  reference = randomize_keras(getattr(keras.applications, application)(
+      weights=None, input_shape=(64, 64, 3), classes=10, classifier_activation=None))
+  x = images(64)
+  want = np.asarray(reference(x, training=False))
+  reference.save_weights(tmp_path / f'{name}.weights.h5')  # Keras 3: variables by layer index
+  reference.save(tmp_path / f'{name}.h5')  # legacy: weights by layer and weight name
+  for file in (f'{name}.weights.h5', f'{name}.h5'):
+    model, variables, config = zoo.load_pretrained(name, tmp_path / file, with_config=True)
+    got = jax.jit(functools.partial(model.apply, train=False))(variables, x)
+    assert_logits_match(got, want, f'{name} keras {file}')
+    assert config.preprocessing == zoo.pretrained_config(name, 'keras').preprocessing
+  if name == 'resnet50':
+    assert (model.stride_in_1x1, model.conv_bias, model.bn_epsilon) == (True, True, 1.001e-5)
+
+
+def test_converted_weights_round_trip_through_zoos_own_format(tmp_path):
+  reference = randomize_torch(torchvision.models.resnet18(num_classes=3))
+  torch.save(reference.state_dict(), tmp_path / 'resnet18.pth')
+  model, variables = zoo.load_pretrained('resnet18', tmp_path / 'resnet18.pth')
+  zoo.save_pretrained(tmp_path / 'resnet18.msgpack', 'resnet18', {'num_classes': 3}, variables)
+  again, loaded, config = zoo.load_pretrained('resnet18', tmp_path / 'resnet18.msgpack',
+                                              with_config=True)
+  assert again == model and config.num_classes == 3 and config.class_names() is None
+  jax.tree.map(np.testing.assert_array_equal, loaded, variables)
+
+
+def test_errors_are_one_line_and_name_the_problem(tmp_path):
+  with pytest.raises(zoo.ConversionError, match='absent.pth: no such file'):
+    zoo.load_pretrained('resnet18', tmp_path / 'absent.pth')
+  (tmp_path / 'weights.txt').write_text('?')
+  with pytest.raises(zoo.ConversionError, match="unknown weight format '.txt'"):
+    zoo.load_pretrained('resnet18', tmp_path / 'weights.txt')
+  torch.save(torchvision.models.resnet18().state_dict(), tmp_path / 'resnet18.pth')
+  with pytest.raises(zoo.ConversionError) as error:
+    zoo.load_pretrained('resnet50', tmp_path / 'resnet18.pth')
+  message = str(error.value)
+  assert '\n' not in message and message.startswith(str(tmp_path / 'resnet18.pth'))
+  assert "'fc.weight' has shape (512, 1000)" in message and 'needs (2048, 1000)' in message
+  with pytest.raises(zoo.ConversionError, match='no converter'):
+    zoo.load_pretrained('lenet5', tmp_path / 'resnet18.pth')
