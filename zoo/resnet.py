@@ -90,6 +90,10 @@ class ResNet(nn.Module):
 
   `zero_init_residual` zero-initializes the last BatchNorm scale of every block.
 
+  Rematerialization (recompute each block's activations in the backward pass instead of storing
+  them): `block_cls=nn.remat(Bottleneck, static_argnums=(2,))`; `train` (argument 2, after
+  self and x) is passed positionally so that it can be static. Variables keep their names.
+
   For Keras' ResNet50 weights (v1): `stride_in_1x1=True`, `conv_bias=True` (Keras keeps a bias
   on every convolution, before its BatchNorm) and `bn_epsilon=1.001e-5`; `load_pretrained` sets
   them from the file.
@@ -126,7 +130,7 @@ class ResNet(nn.Module):
                            shortcut=self.shortcut,
                            zero_init_residual=self.zero_init_residual,
                            stride_in_1x1=self.stride_in_1x1, conv_bn=conv_bn,
-                           name=f'stage{i}_block{j}')(x, train=train)
+                           name=f'stage{i}_block{j}')(x, train)  # positional: see remat
       sow_stage(self, i, x)
     x = jnp.mean(x, axis=(1, 2))
     return classifier_head(self, x)
