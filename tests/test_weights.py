@@ -149,14 +149,18 @@ def keras():
 
 
 def randomize_keras(model, seed=0):
+  """Random BatchNorm parameters and statistics and random biases (Keras starts them at zero,
+  which would leave the conv-bias mapping untested); kernels keep their random initialization."""
   rng = np.random.default_rng(seed)
   for layer in model.layers:
-    if isinstance(layer, layer.__class__) and layer.__class__.__name__ == 'BatchNormalization':
+    kind = type(layer).__name__
+    if kind == 'BatchNormalization':
       gamma, beta, mean, var = layer.get_weights()
       layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.uniform(-0.5, 0.5, beta.shape),
                          rng.uniform(-0.5, 0.5, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
-    elif layer.get_weights() and layer.__class__.__name__ == 'Conv2D':
-      layer.set_weights([w + rng.uniform(-0.1, 0.1, w.shape) for w in layer.get_weights()])
+    elif kind in ('Conv2D', 'Dense'):
+      kernel, bias = layer.get_weights()
+      layer.set_weights([kernel, rng.uniform(-0.1, 0.1, bias.shape)])
   return model
 
 
