@@ -13,13 +13,13 @@ import os
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import numpy as np
+import pytest
 
-import zoo  # noqa: E402
-from zoo import weights  # noqa: E402
-from zoo.weights import mapping  # noqa: E402
+import zoo
+from zoo import weights
+from zoo.weights import mapping
 
 torch = pytest.importorskip('torch')
 torchvision = pytest.importorskip('torchvision')
@@ -83,29 +83,26 @@ def test_timm_resnet_safetensors(tmp_path):
   check_torch_file('resnet34', reference, path, 64, 'resnet34 timm .safetensors')
 
 
-def test_torchvision_vgg_bn_with_its_adaptive_pool(tmp_path):
-  # A 64x64 input leaves a 2x2 map that the adaptive pool spreads to 7x7 bins; a narrower
-  # classifier (read from the file) keeps the test small; fc1 is reordered from CHW to HWC.
-  reference = torchvision.models.vgg11_bn(num_classes=5)
-  reference.classifier[0] = torch.nn.Linear(512 * 7 * 7, 64)
-  reference.classifier[3] = torch.nn.Linear(64, 64)
-  reference.classifier[6] = torch.nn.Linear(64, 5)
-  randomize_torch(reference)
-  path = tmp_path / 'vgg11_bn.pth'
-  torch.save(reference.state_dict(), path)
-  model, _ = check_torch_file('vgg11_bn', reference, path, 64, 'vgg11_bn torchvision .pth')
-  assert (model.pool_size, model.classifier_width) == ((7, 7), 64)
+def narrow_classifier(reference, dense_indices, in_features, width, classes):
+  """The reference with a `width`-wide classifier (its three Linear layers at `dense_indices`),
+  to keep the test small; zoo reads the width from the file."""
+  sizes = ((in_features, width), (width, width), (width, classes))
+  for index, (n_in, n_out) in zip(dense_indices, sizes):
+    reference.classifier[index] = torch.nn.Linear(n_in, n_out)
+  return randomize_torch(reference)
 
 
-def test_torchvision_alexnet(tmp_path):
-  reference = torchvision.models.alexnet(num_classes=6)
-  reference.classifier[1] = torch.nn.Linear(256 * 6 * 6, 32)
-  reference.classifier[4] = torch.nn.Linear(32, 32)
-  reference.classifier[6] = torch.nn.Linear(32, 6)
-  randomize_torch(reference)
-  path = tmp_path / 'alexnet.pth'
+@pytest.mark.parametrize('name, dense_indices, channels, pool, size', [
+    # 64x64 leaves a 2x2 map (VGG) or 1x1 (AlexNet) that the adaptive pool spreads to 7x7 or
+    # 6x6 bins; fc1 is reordered from torch's CHW flatten to zoo's HWC.
+    ('vgg11_bn', (0, 3, 6), 512, 7, 64), ('alexnet', (1, 4, 6), 256, 6, 64)])
+def test_torchvision_vgg_and_alexnet(tmp_path, name, dense_indices, channels, pool, size):
+  reference = narrow_classifier(getattr(torchvision.models, name)(), dense_indices,
+                                channels * pool * pool, 64, 5)
+  path = tmp_path / f'{name}.pth'
   torch.save(reference.state_dict(), path)
-  check_torch_file('alexnet', reference, path, 96, 'alexnet torchvision .pth')
+  model, _ = check_torch_file(name, reference, path, size, f'{name} torchvision .pth')
+  assert (model.pool_size, model.classifier_width, model.num_classes) == ((pool, pool), 64, 5)
 
 
 def test_torchvision_inception_v3(tmp_path):

@@ -9,6 +9,6 @@ from zoo import inception  # register Inception-v3, the FID network
 from zoo.pretrained_config import PretrainedConfig, Preprocessing, pretrained_config
 from zoo.weights import ConversionError, load_pretrained, save_pretrained
 
-__all__ = ['ConversionError', 'FeatureInfo', 'ModelInfo', 'PretrainedConfig', 'Preprocessing',
+__all__ = ['ConversionError', 'FeatureInfo', 'ModelInfo', 'Preprocessing', 'PretrainedConfig',
            'create_model', 'extract_features', 'feature_info', 'list_models', 'load_pretrained',
            'model_info', 'pretrained_config', 'register_model', 'save_pretrained']

@@ -59,7 +59,7 @@ def feature_info(model: nn.Module, input_shape: Sequence[int]) -> list[FeatureIn
   """
   x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
-  init = lambda x: model.init(rngs, x, train=False, mutable=True)  # noqa: E731
+  init = lambda x: model.init(rngs, x, train=False, mutable=True)
   shapes = jax.eval_shape(init, x).get(COLLECTION, {})
   _check_sows(model, shapes)
   stages = sorted((n for n in shapes if n.startswith('stage')), key=lambda n: int(n[5:]))

@@ -69,8 +69,8 @@ def summary(model: nn.Module, input_shape: Sequence[int], depth: int = 1,
   trainable = _count(params)
   frozen = _count({k: v for k, v in variables.items() if k != 'params'})
   lines += ['-' * len(lines[2]),
-            f'parameters: {trainable:,} trainable ({trainable * 4 / 2**20:.1f} MiB in float32), '
-            f'{frozen:,} non-trainable (BatchNorm statistics)']
+            (f'parameters: {trainable:,} trainable ({trainable * 4 / 2**20:.1f} MiB in float32), '
+             f'{frozen:,} non-trainable (BatchNorm statistics)')]
   return '\n'.join(lines)
 
 

@@ -66,7 +66,7 @@ def freeze_labels(params: Variables, trainable: Iterable[str] = (HEAD,)) -> dict
   trainable = set(trainable)
   unknown = trainable - set(params)
   if unknown:
-    raise ValueError(f'freeze_labels: no module {sorted(unknown)[0]!r} in the parameters; '
+    raise ValueError(f'freeze_labels: no module {min(unknown)!r} in the parameters; '
                      f'they have {", ".join(params)}')
   return {name: 'train' if name in trainable else 'frozen' for name in params}
 

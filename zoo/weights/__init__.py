@@ -108,7 +108,7 @@ def load_pretrained(name: str, path: str | os.PathLike, *, source: str | None = 
   path = os.fspath(path)
   fmt = files.file_format(path)
   if fmt == 'zoo':
-    model, variables, source, fields = _load_zoo(name, path, overrides)
+    model, variables, source = _load_zoo(name, path, overrides)
   else:
     _, tensors = files.read_tensors(path)
     candidates = _candidate_sources(name, fmt, tensors, source, path)
@@ -174,7 +174,7 @@ def _load_zoo(name: str, path: str, overrides: Mapping[str, Any]):
   variables = mapping.map_variables(
       abstract_variables(model, name), flat, lambda collection, p: '/'.join((collection, *p)),
       source='zoo', layout=mapping.keras_layout)
-  return model, jax.tree.map(jnp.asarray, variables), config['source'], fields
+  return model, jax.tree.map(jnp.asarray, variables), config['source']
 
 
 __all__ = ['ConversionError', 'convert', 'family', 'load_pretrained', 'save_pretrained']

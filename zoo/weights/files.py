@@ -57,7 +57,7 @@ def read_torch(path: str) -> dict[str, np.ndarray]:
 
   try:
     state = torch.load(path, map_location='cpu', weights_only=True)
-  except Exception as e:  # torch raises many types for a bad file
+  except Exception as e:  # noqa: BLE001 (torch raises many types for a bad file)
     raise ConversionError(f'{path}: not a PyTorch state dict ({type(e).__name__}: '
                           f'{str(e).splitlines()[0][:200]})') from None
   for key in ('state_dict', 'model'):  # a training checkpoint wrapping the state dict
@@ -91,7 +91,7 @@ def read_keras(path: str) -> dict[str, np.ndarray]:
   except OSError as e:
     raise ConversionError(f'{path}: not an HDF5 file ({e})') from None
   with f:
-    root = f['model_weights'] if 'model_weights' in f else f
+    root = f.get('model_weights', f)
     if 'layer_names' in root.attrs:
       return _read_keras_legacy(root)
     if 'layers' in f:
