@@ -28,9 +28,9 @@ torchvision = pytest.importorskip('torchvision')
 def assert_logits_match(got, want, label):
   got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
   assert got.shape == want.shape, (got.shape, want.shape)
-  diff = float(np.abs(got - want).max())
-  scale = max(1.0, float(np.abs(want).max()))
-  print(f'\n{label}: max|diff| {diff:.2e}, max|logit| {scale:.1f}')
+  diff, largest = float(np.abs(got - want).max()), float(np.abs(want).max())
+  scale = max(1.0, largest)
+  print(f'\n{label}: max|diff| {diff:.2e}, max|logit| {largest:.3g}')
   assert diff <= 1e-4 * scale, f'{label}: max|diff| {diff} > 1e-4 x {scale}'
 
 
@@ -146,8 +146,9 @@ def keras():
 
 
 def randomize_keras(model, seed=0):
-  """Random BatchNorm parameters and statistics and random biases (Keras starts them at zero,
-  which would leave the conv-bias mapping untested); kernels keep their random initialization."""
+  """Random BatchNorm parameters and statistics, He-scaled kernels (activations keep their
+  scale through VGG's 16 layers) and random biases (Keras starts them at zero, which would leave
+  the conv-bias mapping untested)."""
   rng = np.random.default_rng(seed)
   for layer in model.layers:
     kind = type(layer).__name__
@@ -157,7 +158,8 @@ def randomize_keras(model, seed=0):
                          rng.uniform(-0.5, 0.5, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
     elif kind in ('Conv2D', 'Dense'):
       kernel, bias = layer.get_weights()
-      layer.set_weights([kernel, rng.uniform(-0.1, 0.1, bias.shape)])
+      std = np.sqrt(2 / np.prod(kernel.shape[:-1]))
+      layer.set_weights([rng.normal(0, std, kernel.shape), rng.uniform(-0.1, 0.1, bias.shape)])
   return model
 
 
