@@ -44,13 +44,26 @@ class ConvBN(nn.Module):
     return nn.relu(x) if self.relu else x
 
 
+def drop_path(x: jax.Array, rate: float, *, train: bool) -> jax.Array:
+  """Stochastic depth (Huang et al. 2016) on a residual branch `x`.
+
+  Zeroes the branch of whole examples with probability `rate` and scales the kept ones by
+  1 / (1 - rate), as timm's DropPath, with the 'dropout' RNG stream; the identity when
+  `train` is False. Call it from a compact `__call__`.
+  """
+  return nn.Dropout(rate, broadcast_dims=tuple(range(1, x.ndim)))(x, deterministic=not train)
+
+
 def classifier_head(model: nn.Module, x: jax.Array) -> jax.Array:
   """Sows `x` as 'pooled' and maps it to logits with a Dense named `head`.
 
   Call it from the compact `__call__` of `model`, which must have the fields
-  `num_classes`, `dtype` and `param_dtype`.
+  `num_classes`, `dtype` and `param_dtype`. With `num_classes=0` the model is headless, as
+  in timm: it returns `x`, the pooled features.
   """
   sow_pooled(model, x)
+  if model.num_classes == 0:
+    return x
   x = nn.Dense(model.num_classes, dtype=model.dtype, param_dtype=model.param_dtype,
                name='head')(x)
   # float32 logits keep the softmax cross-entropy exact under bfloat16 compute.
