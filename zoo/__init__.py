@@ -6,3 +6,6 @@ from zoo import cnn, resnet, vgg  # register the classifiers
 from zoo import dcgan, decoders, vae  # register the generative models
 from zoo import pixelcnn  # register the PixelCNNs
 from zoo import inception  # register Inception-v3, the FID network
+
+__all__ = ['ModelInfo', 'create_model', 'extract_features', 'list_models', 'model_info',
+           'register_model']

@@ -42,5 +42,7 @@ class CNN(nn.Module):
     return classifier_head(self, x)
 
 
-register_model('cnn', CNN, input_shape=(28, 28, 1),
-               description='Conv-ReLU-MaxPool ×2, Dense-ReLU, Dropout, Dense (MNIST, digits)')
+@register_model(kind='classifier', input_shape=(28, 28, 1),
+                description='Conv-ReLU-MaxPool ×2, Dense-ReLU, Dropout, Dense (MNIST, digits)')
+def cnn(**overrides) -> CNN:
+  return CNN(**overrides)

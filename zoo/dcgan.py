@@ -120,8 +120,14 @@ class Discriminator(nn.Module):
     return logit[:, 0]
 
 
-register_model('dcgan_generator', Generator, input_shape=(64, 64, 3),
-               description='DCGAN generator: noise (B, latent_dim) -> images in [-1, 1] of '
-                           'input_shape; set image_size/channels to match the discriminator')
-register_model('dcgan_discriminator', Discriminator, input_shape=(64, 64, 3),
-               description='DCGAN discriminator: images in [-1, 1] -> one logit (B,)')
+@register_model(kind='generator', input_shape=(100,),
+                description='DCGAN generator: noise (B, latent_dim) -> 64x64x3 images in [-1, 1]; '
+                            'set image_size/channels to match the discriminator')
+def dcgan_generator(**overrides) -> Generator:
+  return Generator(**overrides)
+
+
+@register_model(kind='discriminator', input_shape=(64, 64, 3),
+                description='DCGAN discriminator: images in [-1, 1] -> one logit (B,)')
+def dcgan_discriminator(**overrides) -> Discriminator:
+  return Discriminator(**overrides)

@@ -17,7 +17,6 @@ Making the last upsampling the output layer, rather than adding a full-resolutio
 after the stages, keeps the DCGAN generator exactly as published.
 """
 
-import functools
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -189,9 +188,13 @@ class SuperResolution(nn.Module):
     return base.astype(residual.dtype) + residual
 
 
-register_model('sr_transpose', functools.partial(SuperResolution, decoder='transpose'),
-               input_shape=(32, 32, 3),
-               description='x2 super-resolution (scale=4 for x4), transposed-convolution decoder')
-register_model('sr_resize', functools.partial(SuperResolution, decoder='resize'),
-               input_shape=(32, 32, 3),
-               description='x2 super-resolution (scale=4 for x4), resize-convolution decoder')
+@register_model(kind='upsampler', input_shape=(32, 32, 3),
+                description='x2 super-resolution (scale=4 for x4), transposed-convolution decoder')
+def sr_transpose(**overrides) -> SuperResolution:
+  return SuperResolution(**{'decoder': 'transpose', **overrides})
+
+
+@register_model(kind='upsampler', input_shape=(32, 32, 3),
+                description='x2 super-resolution (scale=4 for x4), resize-convolution decoder')
+def sr_resize(**overrides) -> SuperResolution:
+  return SuperResolution(**{'decoder': 'resize', **overrides})

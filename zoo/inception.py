@@ -258,6 +258,8 @@ def load_torch_state_dict(state_dict: Mapping[str, np.ndarray],
   return variables
 
 
-register_model('inception_v3', InceptionV3, input_shape=(299, 299, 3),
-               description='Inception-v3 as for FID (pytorch-fid layers, 1008 classes, inputs '
-                           'in [-1, 1]); weights: zoo.inception.load_torch_state_dict')
+@register_model(kind='classifier', input_shape=(299, 299, 3),
+                description='Inception-v3 as for FID (pytorch-fid layers, 1008 classes, inputs '
+                            'in [-1, 1]); weights: zoo.inception.load_torch_state_dict')
+def inception_v3(**overrides) -> InceptionV3:
+  return InceptionV3(**overrides)

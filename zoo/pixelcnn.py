@@ -179,15 +179,27 @@ def sample(model: PixelCNN, variables, rng: jax.Array, shape: tuple[int, int, in
   return jax.lax.fori_loop(0, h * w * c, body, jnp.where(given_mask, given, 0))
 
 
-register_model('pixelcnn', PixelCNN, input_shape=(28, 28, 1),
-               description='PixelCNN (van den Oord et al. 2016a) for binarized 28x28 images; '
-               'set num_channels=3, num_levels=256 for 8-bit colour')
-register_model('pixelcnn_gated', functools.partial(PixelCNN, gated=True), input_shape=(28, 28, 1),
-               description='gated PixelCNN without blind spot (van den Oord et al. 2016b), '
-               'binarized 28x28 images')
-register_model('pixelcnn_tiny', functools.partial(PixelCNN, features=16, num_layers=2),
-               input_shape=(8, 8, 1), description='small PixelCNN for tests, binarized 8x8')
-register_model('pixelcnn_gated_tiny',
-               functools.partial(PixelCNN, features=16, num_layers=4, gated=True),
-               input_shape=(8, 8, 1),
-               description='small gated PixelCNN for tests; sees every earlier pixel of 8x8')
+@register_model(kind='density', input_shape=(28, 28, 1),
+                description='PixelCNN (van den Oord et al. 2016a) for binarized 28x28 images; '
+                'set num_channels=3, num_levels=256 for 8-bit colour')
+def pixelcnn(**overrides) -> PixelCNN:
+  return PixelCNN(**overrides)
+
+
+@register_model(kind='density', input_shape=(28, 28, 1),
+                description='gated PixelCNN without blind spot (van den Oord et al. 2016b), '
+                'binarized 28x28 images')
+def pixelcnn_gated(**overrides) -> PixelCNN:
+  return PixelCNN(**{'gated': True, **overrides})
+
+
+@register_model(kind='density', input_shape=(8, 8, 1),
+                description='small PixelCNN for tests, binarized 8x8')
+def pixelcnn_tiny(**overrides) -> PixelCNN:
+  return PixelCNN(**{'features': 16, 'num_layers': 2, **overrides})
+
+
+@register_model(kind='density', input_shape=(8, 8, 1),
+                description='small gated PixelCNN for tests; sees every earlier pixel of 8x8')
+def pixelcnn_gated_tiny(**overrides) -> PixelCNN:
+  return PixelCNN(**{'features': 16, 'num_layers': 4, 'gated': True, **overrides})

@@ -119,20 +119,67 @@ class ResNet(nn.Module):
     return classifier_head(self, x)
 
 
-_IMAGENET = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
-             50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3)),
-             152: (Bottleneck, (3, 8, 36, 3))}
+def _cifar_resnet(blocks_per_stage: int, overrides: dict[str, Any]) -> ResNet:
+  """He et al. 2016 §4.2: 3 stages of 16/32/64 channels, option A shortcuts, 10 classes."""
+  return ResNet(**{'stage_sizes': (blocks_per_stage,) * 3, 'widths': (16, 32, 64),
+                   'stem': 'cifar', 'shortcut': 'zero_pad', 'num_classes': 10, **overrides})
 
-for _depth, (_block, _sizes) in _IMAGENET.items():
-  register_model(f'resnet{_depth}',
-                 functools.partial(ResNet, stage_sizes=_sizes, block_cls=_block),
-                 input_shape=(224, 224, 3),
-                 description=f'ResNet-{_depth} v1.5 (torchvision layout)')
 
-for _depth in (20, 32, 44, 56, 110):
-  _n = (_depth - 2) // 6
-  register_model(f'resnet{_depth}',
-                 functools.partial(ResNet, stage_sizes=(_n,) * 3, widths=(16, 32, 64),
-                                   stem='cifar', shortcut='zero_pad', num_classes=10),
-                 input_shape=(32, 32, 3),
-                 description=f'CIFAR ResNet-{_depth} (He et al. 2016), option A shortcuts')
+@register_model(kind='classifier', input_shape=(224, 224, 3),
+                description='ResNet-18 v1.5 (torchvision layout)')
+def resnet18(**overrides) -> ResNet:
+  return ResNet(**{'stage_sizes': (2, 2, 2, 2), 'block_cls': BasicBlock, **overrides})
+
+
+@register_model(kind='classifier', input_shape=(224, 224, 3),
+                description='ResNet-34 v1.5 (torchvision layout)')
+def resnet34(**overrides) -> ResNet:
+  return ResNet(**{'stage_sizes': (3, 4, 6, 3), 'block_cls': BasicBlock, **overrides})
+
+
+@register_model(kind='classifier', input_shape=(224, 224, 3),
+                description='ResNet-50 v1.5 (torchvision layout)')
+def resnet50(**overrides) -> ResNet:
+  return ResNet(**{'stage_sizes': (3, 4, 6, 3), 'block_cls': Bottleneck, **overrides})
+
+
+@register_model(kind='classifier', input_shape=(224, 224, 3),
+                description='ResNet-101 v1.5 (torchvision layout)')
+def resnet101(**overrides) -> ResNet:
+  return ResNet(**{'stage_sizes': (3, 4, 23, 3), 'block_cls': Bottleneck, **overrides})
+
+
+@register_model(kind='classifier', input_shape=(224, 224, 3),
+                description='ResNet-152 v1.5 (torchvision layout)')
+def resnet152(**overrides) -> ResNet:
+  return ResNet(**{'stage_sizes': (3, 8, 36, 3), 'block_cls': Bottleneck, **overrides})
+
+
+@register_model(kind='classifier', input_shape=(32, 32, 3),
+                description='CIFAR ResNet-20 (He et al. 2016), option A shortcuts')
+def resnet20(**overrides) -> ResNet:
+  return _cifar_resnet(3, overrides)
+
+
+@register_model(kind='classifier', input_shape=(32, 32, 3),
+                description='CIFAR ResNet-32 (He et al. 2016), option A shortcuts')
+def resnet32(**overrides) -> ResNet:
+  return _cifar_resnet(5, overrides)
+
+
+@register_model(kind='classifier', input_shape=(32, 32, 3),
+                description='CIFAR ResNet-44 (He et al. 2016), option A shortcuts')
+def resnet44(**overrides) -> ResNet:
+  return _cifar_resnet(7, overrides)
+
+
+@register_model(kind='classifier', input_shape=(32, 32, 3),
+                description='CIFAR ResNet-56 (He et al. 2016), option A shortcuts')
+def resnet56(**overrides) -> ResNet:
+  return _cifar_resnet(9, overrides)
+
+
+@register_model(kind='classifier', input_shape=(32, 32, 3),
+                description='CIFAR ResNet-110 (He et al. 2016), option A shortcuts')
+def resnet110(**overrides) -> ResNet:
+  return _cifar_resnet(18, overrides)

@@ -231,5 +231,7 @@ def importance_weighted_log_likelihood(model: VAE, variables, x: jax.Array, rng:
   return jax.nn.logsumexp(log_w, axis=0) - math.log(k)
 
 
-register_model('vae', VAE, input_shape=(28, 28, 1),
-               description='convolutional VAE, images in [0, 1]; set image_shape for other sizes')
+@register_model(kind='autoencoder', input_shape=(28, 28, 1),
+                description='convolutional VAE, images in [0, 1]; set image_shape for other sizes')
+def vae(**overrides) -> VAE:
+  return VAE(**overrides)

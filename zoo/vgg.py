@@ -1,6 +1,5 @@
 """VGG 11/13/16/19 (Simonyan & Zisserman, 2015), plain and with BatchNorm, as torchvision."""
 
-import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -77,13 +76,49 @@ class VGG(nn.Module):
     return classifier_head(self, x)
 
 
-_STAGE_SIZES = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3),
-                19: (2, 2, 4, 4, 4)}
+@register_model(kind='classifier', input_shape=(224, 224, 3),
+                description='VGG-11, torchvision layout')
+def vgg11(**overrides) -> VGG:
+  return VGG(**{'stage_sizes': (1, 1, 2, 2, 2), 'batch_norm': False, **overrides})
 
-for _depth, _sizes in _STAGE_SIZES.items():
-  for _bn in (False, True):
-    register_model(
-        f'vgg{_depth}' + ('_bn' if _bn else ''),
-        functools.partial(VGG, stage_sizes=_sizes, batch_norm=_bn),
-        input_shape=(224, 224, 3),
-        description=f'VGG-{_depth}' + (' with BatchNorm' if _bn else '') + ', torchvision layout')
+
+@register_model(kind='classifier', input_shape=(224, 224, 3),
+                description='VGG-11 with BatchNorm, torchvision layout')
+def vgg11_bn(**overrides) -> VGG:
+  return VGG(**{'stage_sizes': (1, 1, 2, 2, 2), 'batch_norm': True, **overrides})
+
+
+@register_model(kind='classifier', input_shape=(224, 224, 3),
+                description='VGG-13, torchvision layout')
+def vgg13(**overrides) -> VGG:
+  return VGG(**{'stage_sizes': (2, 2, 2, 2, 2), 'batch_norm': False, **overrides})
+
+
+@register_model(kind='classifier', input_shape=(224, 224, 3),
+                description='VGG-13 with BatchNorm, torchvision layout')
+def vgg13_bn(**overrides) -> VGG:
+  return VGG(**{'stage_sizes': (2, 2, 2, 2, 2), 'batch_norm': True, **overrides})
+
+
+@register_model(kind='classifier', input_shape=(224, 224, 3),
+                description='VGG-16, torchvision layout')
+def vgg16(**overrides) -> VGG:
+  return VGG(**{'stage_sizes': (2, 2, 3, 3, 3), 'batch_norm': False, **overrides})
+
+
+@register_model(kind='classifier', input_shape=(224, 224, 3),
+                description='VGG-16 with BatchNorm, torchvision layout')
+def vgg16_bn(**overrides) -> VGG:
+  return VGG(**{'stage_sizes': (2, 2, 3, 3, 3), 'batch_norm': True, **overrides})
+
+
+@register_model(kind='classifier', input_shape=(224, 224, 3),
+                description='VGG-19, torchvision layout')
+def vgg19(**overrides) -> VGG:
+  return VGG(**{'stage_sizes': (2, 2, 4, 4, 4), 'batch_norm': False, **overrides})
+
+
+@register_model(kind='classifier', input_shape=(224, 224, 3),
+                description='VGG-19 with BatchNorm, torchvision layout')
+def vgg19_bn(**overrides) -> VGG:
+  return VGG(**{'stage_sizes': (2, 2, 4, 4, 4), 'batch_norm': True, **overrides})
