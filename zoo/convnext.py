@@ -99,22 +99,26 @@ class ConvNeXt(nn.Module):
 @register_model(kind='classifier', input_shape=(224, 224, 3),
                 description='ConvNeXt-T (Liu et al. 2022)')
 def convnext_tiny(**overrides) -> ConvNeXt:
-  return ConvNeXt(**dict(stage_sizes=(3, 3, 9, 3), widths=(96, 192, 384, 768)) | overrides)
+  return ConvNeXt(**{'stage_sizes': (3, 3, 9, 3), 'widths': (96, 192, 384, 768),
+                     **overrides})
 
 
 @register_model(kind='classifier', input_shape=(224, 224, 3),
                 description='ConvNeXt-S (Liu et al. 2022)')
 def convnext_small(**overrides) -> ConvNeXt:
-  return ConvNeXt(**dict(stage_sizes=(3, 3, 27, 3), widths=(96, 192, 384, 768)) | overrides)
+  return ConvNeXt(**{'stage_sizes': (3, 3, 27, 3), 'widths': (96, 192, 384, 768),
+                     **overrides})
 
 
 @register_model(kind='classifier', input_shape=(224, 224, 3),
                 description='ConvNeXt-B (Liu et al. 2022)')
 def convnext_base(**overrides) -> ConvNeXt:
-  return ConvNeXt(**dict(stage_sizes=(3, 3, 27, 3), widths=(128, 256, 512, 1024)) | overrides)
+  return ConvNeXt(**{'stage_sizes': (3, 3, 27, 3), 'widths': (128, 256, 512, 1024),
+                     **overrides})
 
 
 @register_model(kind='classifier', input_shape=(224, 224, 3),
                 description='ConvNeXt-L (Liu et al. 2022)')
 def convnext_large(**overrides) -> ConvNeXt:
-  return ConvNeXt(**dict(stage_sizes=(3, 3, 27, 3), widths=(192, 384, 768, 1536)) | overrides)
+  return ConvNeXt(**{'stage_sizes': (3, 3, 27, 3), 'widths': (192, 384, 768, 1536),
+                     **overrides})

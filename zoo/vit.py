@@ -168,19 +168,19 @@ class VisionTransformer(nn.Module):
 @register_model(kind='classifier', input_shape=(224, 224, 3),
                 description='ViT-Ti/16 (timm; Steiner et al. 2022)')
 def vit_tiny_patch16_224(**overrides) -> VisionTransformer:
-  return VisionTransformer(**dict(width=192, depth=12, num_heads=3) | overrides)
+  return VisionTransformer(**{'width': 192, 'depth': 12, 'num_heads': 3, **overrides})
 
 
 @register_model(kind='classifier', input_shape=(224, 224, 3),
                 description='ViT-S/16 (timm; Steiner et al. 2022)')
 def vit_small_patch16_224(**overrides) -> VisionTransformer:
-  return VisionTransformer(**dict(width=384, depth=12, num_heads=6) | overrides)
+  return VisionTransformer(**{'width': 384, 'depth': 12, 'num_heads': 6, **overrides})
 
 
 @register_model(kind='classifier', input_shape=(224, 224, 3),
                 description='ViT-B/16 (Dosovitskiy et al. 2021)')
 def vit_base_patch16_224(**overrides) -> VisionTransformer:
-  return VisionTransformer(**dict(width=768, depth=12, num_heads=12) | overrides)
+  return VisionTransformer(**{'width': 768, 'depth': 12, 'num_heads': 12, **overrides})
 
 
 @register_model(kind='classifier', input_shape=(224, 224, 3),
