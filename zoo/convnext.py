@@ -58,6 +58,8 @@ class ConvNeXt(nn.Module):
   Stage i has `stage_sizes[i]` blocks of `widths[i]` channels. `layer_scale_init=None` drops
   the layer scale. Stochastic depth grows linearly from 0 to `drop_path_rate` over all blocks;
   `dropout_rate` is applied before the head (timm's `drop_rate`); both use the 'dropout' stream.
+  Both default to 0, as timm; torchvision trained with drop_path_rate 0.1 (tiny), 0.4 (small),
+  0.5 (base, large), the values to use when fine-tuning its weights.
 
   Features: 'stage1'…'stage4', each stage's output (strides 4, 8, 16, 32); 'pooled', the
   normalized global average, which is the output when `num_classes=0`.

@@ -27,11 +27,33 @@ from zoo.weights.mapping import ConversionError, Path, keras_norm, only_weight, 
 
 SOURCES = ('torchvision', 'timm', 'keras')
 
-_HEAD = {'torchvision': 'classifier.2.weight', 'timm': 'head.fc.weight'}
-_TORCHVISION_BLOCK = {'dwconv': 'block.0', 'norm': 'block.2', 'fc1': 'block.3', 'fc2': 'block.5'}
-_TIMM_BLOCK = {'dwconv': 'conv_dw', 'norm': 'norm', 'fc1': 'mlp.fc1', 'fc2': 'mlp.fc2'}
-_KERAS_BLOCK = {'dwconv': 'depthwise_conv', 'norm': 'layernorm', 'fc1': 'pointwise_conv_1',
-                'fc2': 'pointwise_conv_2'}
+# zoo module -> source module (a block's modules are appended to its name). The fields:
+# {model}, the model's name (Keras names its layers after it); {stage}, {block}, 0-based;
+# {down} and {features}, torchvision's indices of the downsampling before a stage and of the
+# stage; {previous}, Keras' index of the downsampling before a stage.
+_NAMES = {
+    'torchvision': {
+        'stem_conv': 'features.0.0', 'stem_norm': 'features.0.1',
+        'downsample_norm': 'features.{down}.0', 'downsample_conv': 'features.{down}.1',
+        'block': 'features.{features}.{block}', 'dwconv': '.block.0', 'norm': '.block.2',
+        'fc1': '.block.3', 'fc2': '.block.5', 'layer_scale': '.layer_scale',
+        'head_norm': 'classifier.0', 'head': 'classifier.2'},
+    'timm': {
+        'stem_conv': 'stem.0', 'stem_norm': 'stem.1',
+        'downsample_norm': 'stages.{stage}.downsample.0',
+        'downsample_conv': 'stages.{stage}.downsample.1',
+        'block': 'stages.{stage}.blocks.{block}', 'dwconv': '.conv_dw', 'norm': '.norm',
+        'fc1': '.mlp.fc1', 'fc2': '.mlp.fc2', 'layer_scale': '.gamma',
+        'head_norm': 'head.norm', 'head': 'head.fc'},
+    'keras': {
+        'stem_conv': '{model}_stem_conv', 'stem_norm': '{model}_stem_layernorm',
+        'downsample_norm': '{model}_downsampling_layernorm_{previous}',
+        'downsample_conv': '{model}_downsampling_conv_{previous}',
+        'block': '{model}_stage_{stage}_block_{block}', 'dwconv': '_depthwise_conv',
+        'norm': '_layernorm', 'fc1': '_pointwise_conv_1', 'fc2': '_pointwise_conv_2',
+        'layer_scale': '_layer_scale', 'head_norm': '{model}_head_layernorm',
+        'head': '{model}_head_dense'},
+}
 
 
 def _check_source(source: str) -> None:
@@ -39,88 +61,51 @@ def _check_source(source: str) -> None:
     raise ConversionError(f'ConvNeXt weights come from {", ".join(SOURCES)}, not {source!r}')
 
 
-def _head_key(model_name: str, source: str) -> str:
-  return f'{model_name}_head_dense/kernel' if source == 'keras' else _HEAD[source]
-
-
 def overrides(model_name: str, source: str, tensors: Mapping[str, np.ndarray]) -> dict:
   """The ConvNeXt fields the weights need: the number of classes and the LayerNorm epsilon."""
   _check_source(source)
-  head = _head_key(model_name, source)
+  head = _NAMES[source]['head'].format(model=model_name)
   # Keras' Dense kernel is (in, out); torch's Linear weight is (out, in).
-  classes = tensors[head].shape[1 if source == 'keras' else 0] if head in tensors else 0
-  return dict(num_classes=classes, layer_norm_epsilon=1e-6)
+  head, axis = (f'{head}/kernel', 1) if source == 'keras' else (f'{head}.weight', 0)
+  return dict(num_classes=tensors[head].shape[axis] if head in tensors else 0,
+              layer_norm_epsilon=1e-6)
 
 
 def _parse(path: Path) -> tuple[str, int, int, str]:
-  """('stage3_block2', 'fc1', 'kernel') -> ('block', 3, 2, 'fc1'); ('stage2_downsample_conv',
-  'bias') -> ('downsample_conv', 2, 0, ''); ('stem_conv', 'kernel') -> ('stem_conv', 0, 0, '')."""
+  """The part of the model, its 0-based stage and block, and the module inside a block:
+  ('stage3_block2', 'fc1', 'kernel') -> ('block', 2, 1, 'fc1');
+  ('stage2_downsample_conv', 'bias') -> ('downsample_conv', 1, 0, '');
+  ('stem_conv', 'kernel') -> ('stem_conv', 0, 0, '')."""
   name = path[0]
   if not name.startswith('stage'):
     return name, 0, 0, ''
   stage, part = name.removeprefix('stage').split('_', 1)
   if part.startswith('block'):
-    return 'block', int(stage), int(part.removeprefix('block')), '/'.join(path[1:-1])
-  return part, int(stage), 0, ''
-
-
-def _torchvision(collection: str, path: Path):
-  del collection  # ConvNeXt has parameters only
-  part, stage, block, module = _parse(path)
-  leaf = path[-1]
-  if part == 'block':
-    prefix = f'features.{2 * stage - 1}.{block - 1}'
-    if leaf == 'layer_scale':
-      return lambda t: t.take(f'{prefix}.layer_scale').reshape(-1)
-    return torch_param(f'{prefix}.{_TORCHVISION_BLOCK[module]}', leaf)
-  names = {'stem_conv': 'features.0.0', 'stem_norm': 'features.0.1',
-           'downsample_norm': f'features.{2 * stage - 2}.0',
-           'downsample_conv': f'features.{2 * stage - 2}.1',
-           'head_norm': 'classifier.0', 'head': 'classifier.2'}
-  return torch_param(names[part], leaf)
-
-
-def _timm(collection: str, path: Path) -> str:
-  del collection
-  part, stage, block, module = _parse(path)
-  leaf = path[-1]
-  if part == 'block':
-    prefix = f'stages.{stage - 1}.blocks.{block - 1}'
-    if leaf == 'layer_scale':
-      return f'{prefix}.gamma'
-    return torch_param(f'{prefix}.{_TIMM_BLOCK[module]}', leaf)
-  names = {'stem_conv': 'stem.0', 'stem_norm': 'stem.1',
-           'downsample_norm': f'stages.{stage - 1}.downsample.0',
-           'downsample_conv': f'stages.{stage - 1}.downsample.1',
-           'head_norm': 'head.norm', 'head': 'head.fc'}
-  return torch_param(names[part], leaf)
-
-
-def _keras(model_name: str):
-  def keras_rule(collection: str, path: Path):
-    part, stage, block, module = _parse(path)
-    leaf = path[-1]
-    if part == 'block':
-      layer = f'{model_name}_stage_{stage - 1}_block_{block - 1}'
-      if leaf == 'layer_scale':
-        return only_weight(f'{layer}_layer_scale')
-      layer = f'{layer}_{_KERAS_BLOCK[module]}'
-    else:
-      layer = {'stem_conv': f'{model_name}_stem_conv',
-               'stem_norm': f'{model_name}_stem_layernorm',
-               'downsample_norm': f'{model_name}_downsampling_layernorm_{stage - 2}',
-               'downsample_conv': f'{model_name}_downsampling_conv_{stage - 2}',
-               'head_norm': f'{model_name}_head_layernorm',
-               'head': f'{model_name}_head_dense'}[part]
-    if part.endswith('norm') or module == 'norm':
-      return keras_norm(collection, layer, leaf)
-    return f'{layer}/{leaf}'
-  return keras_rule
+    return 'block', int(stage) - 1, int(part.removeprefix('block')) - 1, '/'.join(path[1:-1])
+  return part, int(stage) - 1, 0, ''
 
 
 def rule(model_name: str, source: str) -> mapping.Rule:
   """Where each ConvNeXt variable comes from in `source`'s weights."""
   _check_source(source)
-  if source == 'keras':
-    return _keras(model_name)
-  return _torchvision if source == 'torchvision' else _timm
+  names = _NAMES[source]
+
+  def where(collection: str, path: Path):
+    part, stage, block, module = _parse(path)
+    name = names[part].format(model=model_name, stage=stage, block=block, down=2 * stage,
+                              features=2 * stage + 1, previous=stage - 1)
+    leaf = path[-1]
+    if leaf == 'layer_scale':
+      name += names['layer_scale']
+      if source == 'keras':
+        return only_weight(name)
+      return lambda t: t.take(name).reshape(-1)  # torchvision's is (C, 1, 1)
+    if module:
+      name += names[module]
+    if source != 'keras':
+      return torch_param(name, leaf)
+    if part.endswith('norm') or module == 'norm':
+      return keras_norm(collection, name, leaf)
+    return f'{name}/{leaf}'
+
+  return where

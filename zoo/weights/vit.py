@@ -22,17 +22,19 @@ from zoo.weights.mapping import ConversionError, Path, Tensors, torch_param
 
 SOURCES = ('torchvision', 'timm')
 
-# The tensors that give the patch size, the number of tokens and the classes.
-_KEYS = {
-    'torchvision': ('conv_proj.weight', 'encoder.pos_embedding', 'heads.head.weight'),
-    'timm': ('patch_embed.proj.weight', 'pos_embed', 'head.weight'),
+# zoo module -> source module; 'block' is the prefix of the i-th (0-based) encoder block.
+_NAMES = {
+    'torchvision': {
+        'cls': 'class_token', 'pos_embedding': 'encoder.pos_embedding',
+        'patch_embed': 'conv_proj', 'norm': 'encoder.ln', 'head': 'heads.head',
+        'block': 'encoder.layers.encoder_layer_{}', 'norm1': 'ln_1',
+        'attention/out': 'self_attention.out_proj', 'norm2': 'ln_2', 'fc1': 'mlp.0',
+        'fc2': 'mlp.3'},
+    'timm': {
+        'cls': 'cls_token', 'pos_embedding': 'pos_embed', 'patch_embed': 'patch_embed.proj',
+        'head': 'head', 'block': 'blocks.{}', 'norm1': 'norm1', 'attention/qkv': 'attn.qkv',
+        'attention/out': 'attn.proj', 'norm2': 'norm2', 'fc1': 'mlp.fc1', 'fc2': 'mlp.fc2'},
 }
-_TORCHVISION = {'patch_embed': 'conv_proj', 'norm': 'encoder.ln', 'head': 'heads.head'}
-_TORCHVISION_BLOCK = {'norm1': 'ln_1', 'attention/out': 'self_attention.out_proj',
-                      'norm2': 'ln_2', 'fc1': 'mlp.0', 'fc2': 'mlp.3'}
-_TIMM = {'patch_embed': 'patch_embed.proj', 'head': 'head'}
-_TIMM_BLOCK = {'norm1': 'norm1', 'attention/qkv': 'attn.qkv', 'attention/out': 'attn.proj',
-               'norm2': 'norm2', 'fc1': 'mlp.fc1', 'fc2': 'mlp.fc2'}
 
 
 def _check_source(source: str) -> None:
@@ -44,10 +46,11 @@ def overrides(model_name: str, source: str, tensors: Mapping[str, np.ndarray]) -
   """The VisionTransformer fields the weights need: patch and image size, classes, pooling."""
   del model_name  # every ViT reads its options the same way
   _check_source(source)
-  patch_key, pos_key, head_key = _KEYS[source]
+  names = _NAMES[source]
+  pos_key, head_key = names['pos_embedding'], f'{names["head"]}.weight'
   reader = Tensors(tensors, source)
-  patch_size = reader.take(patch_key).shape[-1]
-  class_token = 'class_token' in tensors if source == 'torchvision' else 'cls_token' in tensors
+  patch_size = reader.take(f'{names["patch_embed"]}.weight').shape[-1]
+  class_token = names['cls'] in tensors
   patches = reader.take(pos_key).shape[1] - class_token
   grid = math.isqrt(patches)
   if grid * grid != patches:
@@ -61,49 +64,32 @@ def overrides(model_name: str, source: str, tensors: Mapping[str, np.ndarray]) -
   return fields
 
 
-def _block(path: Path) -> tuple[int, str]:
-  """The 0-based index of a zoo 'block{i}' and the path of a module inside it."""
-  return int(path[0].removeprefix('block')) - 1, '/'.join(path[1:-1])
-
-
-def _torchvision(collection: str, path: Path) -> str:
-  del collection  # ViT has parameters only
-  if path == ('cls',):
-    return 'class_token'
-  if path == ('pos_embedding',):
-    return 'encoder.pos_embedding'
-  leaf = path[-1]
-  if path[0].startswith('block'):
-    index, module = _block(path)
-    prefix = f'encoder.layers.encoder_layer_{index}'
-    if module == 'attention/qkv':  # torch's MultiheadAttention names its fused input projection
-      return f'{prefix}.self_attention.in_proj_{"weight" if leaf == "kernel" else "bias"}'
-    return torch_param(f'{prefix}.{_TORCHVISION_BLOCK[module]}', leaf)
-  return torch_param(_TORCHVISION['/'.join(path[:-1])], leaf)
-
-
-def _final_norm(leaf: str):
+def _timm_final_norm(leaf: str):
   """timm's final LayerNorm: 'fc_norm' after average pooling, else 'norm'."""
   return lambda t: t.take(torch_param('fc_norm' if 'fc_norm.weight' in t else 'norm', leaf))
 
 
-def _timm(collection: str, path: Path):
-  del collection
-  if path == ('cls',):
-    return 'cls_token'
-  if path == ('pos_embedding',):
-    return 'pos_embed'
-  leaf = path[-1]
-  if path[0].startswith('block'):
-    index, module = _block(path)
-    return torch_param(f'blocks.{index}.{_TIMM_BLOCK[module]}', leaf)
-  if path[0] == 'norm':
-    return _final_norm(leaf)
-  return torch_param(_TIMM['/'.join(path[:-1])], leaf)
-
-
 def rule(model_name: str, source: str) -> mapping.Rule:
   """Where each VisionTransformer variable comes from in `source`'s state dict."""
-  del model_name
+  del model_name  # every ViT maps the same way
   _check_source(source)
-  return _torchvision if source == 'torchvision' else _timm
+  names = _NAMES[source]
+
+  def where(collection: str, path: Path):
+    del collection  # ViT has parameters only
+    if len(path) == 1:  # the class token and the position embeddings
+      return names[path[0]]
+    leaf = path[-1]
+    if path[0].startswith('block'):
+      block = names['block'].format(int(path[0].removeprefix('block')) - 1)
+      module = '/'.join(path[1:-1])
+      if source == 'torchvision' and module == 'attention/qkv':
+        # torch's MultiheadAttention names its fused input projection so.
+        return f'{block}.self_attention.in_proj_{"weight" if leaf == "kernel" else "bias"}'
+      return torch_param(f'{block}.{names[module]}', leaf)
+    if source == 'timm' and path[0] == 'norm':
+      return _timm_final_norm(leaf)
+    return torch_param(names['/'.join(path[:-1])], leaf)
+
+  return where
+
