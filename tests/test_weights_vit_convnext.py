@@ -177,3 +177,12 @@ def test_weights_of_another_size_name_the_tensor_and_both_shapes():
   with pytest.raises(ConversionError, match=r"timm weights: 'blocks.0.attn.proj.bias' has "
                                             r'shape \(384,\).*needs \(192,\)'):
     zoo_logits(vit_weights, 'vit_tiny_patch16_224', 'timm', tensors, images(32), depth=1)
+
+
+def test_a_model_part_the_weights_lack_is_named():
+  model = zoo.create_model('vit_tiny_patch16_224', depth=1, image_size=32)
+  target = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                          jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32))
+  with pytest.raises(ConversionError, match='timm weights have nothing for params/block1/'):
+    map_variables(target, {}, convnext_weights.rule('convnext_tiny', 'timm'), source='timm',
+                  layout=torch_layout)
