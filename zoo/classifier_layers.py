@@ -47,6 +47,16 @@ class ConvBN(nn.Module):
     return nn.relu(x) if self.relu else x
 
 
+def drop_path(x: jax.Array, rate: float, *, train: bool) -> jax.Array:
+  """Stochastic depth (Huang et al. 2016) on a residual branch `x`.
+
+  Zeroes the branch of whole examples with probability `rate` and scales the kept ones by
+  1 / (1 - rate), as timm's DropPath, with the 'dropout' RNG stream; the identity when
+  `train` is False. Call it from a compact `__call__`.
+  """
+  return nn.Dropout(rate, broadcast_dims=tuple(range(1, x.ndim)))(x, deterministic=not train)
+
+
 def classifier_head(model: nn.Module, x: jax.Array) -> jax.Array:
   """Sows `x` as 'pooled' and maps it to logits with a Dense named `head`.
 

@@ -8,10 +8,15 @@ Every classifier in the zoo sows, into the 'intermediates' collection, these key
       vgg*: 5 stages, strides 1, 2, 4, 8, 16 (for vgg16: relu1_2, relu2_2, relu3_3,
         relu4_3, relu5_3, the layers perceptual losses use);
       resnet18 … resnet152: 4 stages, strides 4, 8, 16, 32;
-      resnet20 … resnet110 (CIFAR): 3 stages, strides 1, 2, 4.
+      resnet20 … resnet110 (CIFAR): 3 stages, strides 1, 2, 4;
+      convnext_*: 4 stages, strides 4, 8, 16, 32;
+      vit_*: the patch tokens after the blocks ending each quarter of the depth (3, 6, 9,
+        12 of 12), as maps at stride 16 (the patch size).
   'pooled': (B, D), the input of the final `head` Dense: the global average pool for
       ResNets, the output of the last hidden Dense layer (after its dropout, the
-      identity when `train=False`) for VGG and cnn.
+      identity when `train=False`) for VGG and cnn, the normalized average pool for
+      ConvNeXt, the class token after the final LayerNorm for ViT. It is the output of a
+      headless model (`num_classes=0`).
 
 Sowing costs nothing unless 'intermediates' is mutable in `apply`.
 """

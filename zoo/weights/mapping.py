@@ -8,6 +8,8 @@ in the variable tree, where its value comes from:
   - a source key (str): that tensor, moved to flax's layout by the source's `Layout`;
   - a function of a `Tensors`: for weights the source fuses, splits or reshapes (ViT's qkv, a
     class token), reading what it needs through `Tensors.take`.
+A rule raises KeyError for a variable the source has no counterpart for (its name tables are
+dicts); `map_variables` reports that as a `ConversionError`.
 
 `map_variables` walks the model's variables, applies the rule, checks every shape and that every
 source tensor was used (but `ignored` ones), and raises `ConversionError` naming the first problem
@@ -97,6 +99,35 @@ Layout = Callable[[Path, np.ndarray], np.ndarray]
 Rule = Callable[[str, Path], 'str | Callable[[Tensors], np.ndarray]']
 
 
+def torch_param(prefix: str, leaf: str) -> str:
+  """The torch key of a flax Dense, Conv or LayerNorm parameter whose torch module is `prefix`."""
+  names = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias'}
+  return f'{prefix}.{names[leaf]}'
+
+
+def keras_norm(collection: str, layer: str, leaf: str) -> str:
+  """The Keras key of a flax LayerNorm or BatchNorm variable whose Keras layer is `layer`."""
+  names = {('params', 'scale'): 'gamma', ('params', 'bias'): 'beta',
+           ('batch_stats', 'mean'): 'moving_mean', ('batch_stats', 'var'): 'moving_variance'}
+  return f'{layer}/{names[collection, leaf]}'
+
+
+def only_weight(layer: str) -> Callable[['Tensors'], np.ndarray]:
+  """The one weight of the Keras layer `layer`, whatever its name.
+
+  Weights made by a bare `add_weight()` are named by Keras' counter ('variable', 'variable_3',
+  or 'Variable' in older files), so the name says nothing.
+  """
+  def take(tensors: Tensors) -> np.ndarray:
+    keys = [k for k in tensors.keys() if k.startswith(f'{layer}/')]
+    if len(keys) != 1:
+      found = f'{len(keys)}: {", ".join(keys[:3])}' if keys else 'none'
+      raise ConversionError(f'the {tensors.source} weights should have one weight in layer '
+                            f'{layer!r}, found {found}')
+    return tensors.take(keys[0])
+  return take
+
+
 def torch_batch_norm(collection: str, prefix: str, leaf: str) -> str:
   """The torch key of a flax BatchNorm variable whose torch module is `prefix`."""
   names = {('params', 'scale'): 'weight', ('params', 'bias'): 'bias',
@@ -120,7 +151,13 @@ def map_variables(target: Any, tensors: Mapping[str, np.ndarray], rule: Rule, *,
     leaves = []
     for key_path, leaf in jax.tree_util.tree_leaves_with_path(tree):
       path = tuple(k.key for k in key_path)
-      where = rule(collection, path)
+      try:
+        where = rule(collection, path)
+      except KeyError:  # the rule has no source name for this part of the model
+        raise ConversionError(
+            f'{source} weights have nothing for {collection}/{"/".join(path)} of the model; '
+            'the model has a part these weights lack: check the model name and its options'
+        ) from None
       if isinstance(where, str):
         value = layout(path, reader.take(where))
         name = repr(where)
