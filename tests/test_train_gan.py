@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 
 import zoo
 from configs import digits_dcgan
+from train.core import build
 from train import classify, feature_nets, gan, gan_eval, gan_metrics, input_pipeline, parallel
 from train.config import apply_overrides, load_config
 from train.errors import UserError
@@ -175,7 +176,7 @@ def test_the_feature_network_sees_what_the_classifier_was_trained_on(classifier)
   seen = next(input_pipeline.make_eval_iterator(classifier_config.data,
                                                 global_batch_size=32))['image']
   features, logits = jax.jit(net.apply)(net.variables, feature_nets.to_signed(jnp.asarray(raw)))
-  model = classify.build_model(classifier_config, 10)
+  model = build.classifier(classifier_config, 10)
   expected = zoo.extract_features(model, net.variables, jnp.asarray(seen))['pooled']
   np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(logits, model.apply(net.variables, jnp.asarray(seen), train=False),
