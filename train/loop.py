@@ -59,7 +59,8 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
                learning_rate: Callable[[int], float | None] | None = None,
                stopper: EarlyStopping | None = None,
                parallelism: parallel.JitParallelism | parallel.PmapParallelism | None = None,
-               hooks: Sequence[Callable[[int, dict[str, float]], None]] = ()
+               hooks: Sequence[Callable[[int, dict[str, float]], None]] = (),
+               on_log: Callable[[int, dict[str, float]], None] | None = None
                ) -> tuple[Any, dict[str, float]]:
   """Runs steps `start_step + 1 .. total_steps`; returns the state and its last eval metrics.
 
@@ -67,7 +68,8 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
   write images for) the eval metrics. Every evaluation is saved as a checkpoint with its metrics.
   With a `parallelism` other than the default jit one over `mesh`, `state` is in its device
   layout (`parallelism.put_state`) and checkpoints get the single-copy layout. Each of `hooks`
-  is called as `hook(step, eval_metrics)` after every evaluation has been saved.
+  is called as `hook(step, eval_metrics)` after every evaluation has been saved; `on_log(step,
+  means)` sees each logged mean of the train metrics.
   """
   parallelism = parallelism or parallel.JitParallelism(mesh)
   progress = Progress(cadence.total_steps, start_step)
@@ -83,6 +85,8 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
       if rate is not None:
         means['learning_rate'] = float(rate)
       means['steps_per_second'] = progress.report(step, means)
+      if on_log:
+        on_log(step, means)
       writer.write_scalars(step, 'train', means)
     if step % cadence.eval_every == 0 or step == cadence.total_steps:
       eval_metrics = evaluate(state, step)

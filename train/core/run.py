@@ -19,7 +19,7 @@ import numpy as np
 
 from train import input_pipeline, loop, parallel, trained
 from train.checkpoint import Checkpointer
-from train.core.task import Length, StepContext, Task
+from train.core.task import Length, StepContext, Task, state_step
 from train.early_stopping import EarlyStopping
 from train.metric_writer import MetricWriter
 from train.state import init_on_mesh
@@ -69,20 +69,24 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
     if checkpointer.latest_step() is None:
       state = task.warm_start(state)
     state = loop.restore_latest(checkpointer, state, abstract_state)
-    start_step = int(state.step)
+    start_step = int(state_step(state))
     loop.say(f'{task.describe(state)}; {info.num_train} training and {info.num_eval} eval '
              f'examples of {config.data.dataset} {info.image_shape}; {cadence.total_steps} '
              f'steps of {config.batch_size} on {jax.device_count()} device(s) with '
              f'{config.parallelism}')
     writer = MetricWriter(workdir)
     train_fn = parallelism.compile(_train_step(task, ctx), donate_state=True, with_rng=True)
-    eval_fn = parallelism.compile(_eval_step(task, ctx), with_rng=True)
+    # Compiled on first use: the final evaluation's step may differ (see Task.eval_step).
+    eval_fns = {final: parallelism.compile(_eval_step(task, ctx, final), with_rng=True)
+                for final in (False, True)}
 
     def evaluate(state: Any, step: int) -> dict[str, float]:
       batches = input_pipeline.make_eval_iterator(config.data,
                                                   global_batch_size=config.eval_batch_size)
+      eval_fn = eval_fns[step >= cadence.total_steps]
       metrics, images = evaluate_split(task, eval_fn, state, batches, parallelism, streams.eval)
-      return metrics | task.after_eval(parallelism.get_state(state), step, images, writer)
+      return metrics | task.after_eval(parallelism.get_state(state), step, images,
+                                       streams.images, writer)
 
     state, metrics = loop.train_loop(
         parallelism.put_state(state), start_step=start_step, cadence=cadence,
@@ -92,7 +96,7 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
         mesh=mesh, rng=streams.train, evaluate=evaluate, checkpointer=checkpointer,
         writer=writer, learning_rate=task.learning_rate,
         stopper=EarlyStopping(**config.early_stopping.to_dict()), parallelism=parallelism,
-        hooks=hooks)
+        hooks=hooks, on_log=task.after_log)
     loop.say(f'Final eval on {metrics["count"]} {config.data.eval_split} examples at step '
              f'{checkpointer.latest_step()}: {task.final_report(metrics)} (best '
              f'{task.best_metric} checkpoint: step {checkpointer.best_step()})')
@@ -105,13 +109,13 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
 
 def _train_step(task: Task, ctx: StepContext):
   def step(state, batch, rng):
-    return task.train_step(state, batch, jax.random.fold_in(rng, state.step))
+    return task.train_step(state, batch, jax.random.fold_in(rng, state_step(state)))
   return step
 
 
-def _eval_step(task: Task, ctx: StepContext):
+def _eval_step(task: Task, ctx: StepContext, final: bool):
   def step(state, batch, rng):
-    sums = task.eval_step(state, batch, rng)
+    sums = task.eval_step(state, batch, rng, final=final)
     return jax.lax.psum(sums, ctx.axis_name) if ctx.axis_name else sums
   return step
 

@@ -9,9 +9,10 @@ pure (no Python control flow on traced values): `run` compiles them once with `j
     state = task.warm_start(state)      # fresh runs only (no checkpoint yet)
     task.describe(state)                # the one-line summary printed at the start
     task.train_step(state, batch, rng)  # -> (state, scalar metrics), per step
-    task.eval_step(state, batch, rng)   # -> masked sums and 'count', per eval batch
+    task.after_log(step, means)         # the logged means of the train metrics
+    task.eval_step(state, batch, rng, final=...)  # -> masked sums and 'count', per batch
     task.summarize(totals)              # sums over the split -> eval metrics
-    task.after_eval(state, step, images, writer)  # grids, samples, scores beyond the split
+    task.after_eval(state, step, images, rng, writer)  # grids, samples, other scores
     task.final_report(metrics)          # the closing line
 """
 
@@ -70,7 +71,8 @@ class Task:
     self.info, self.length, self.ctx = info, length, ctx
 
   def init(self, rng: jax.Array) -> Any:
-    """The initial train state, a pytree with a `.step`; a pure function of `rng`."""
+    """The initial train state, a pytree with a `.step` (or a dict of such states, all stepped
+    together); a pure function of `rng`."""
     raise NotImplementedError
 
   def warm_start(self, state: Any) -> Any:
@@ -92,10 +94,16 @@ class Task:
     pmap) or per-device ones with `step.device_key`."""
     raise NotImplementedError
 
-  def eval_step(self, state: Any, batch: Batch, rng: jax.Array) -> Metrics:
+  def after_log(self, step: int, means: dict[str, float]) -> None:
+    """Sees the train metrics' means every `log_every_steps` (e.g. to monitor for failure)."""
+    del step, means
+
+  def eval_step(self, state: Any, batch: Batch, rng: jax.Array, *, final: bool = False
+                ) -> Metrics:
     """Sums over the real examples (`batch['mask']`) of a padded eval batch, plus their
-    `'count'`. `rng` is the eval stream folded with the batch index: the same at every
-    evaluation."""
+    `'count'`; `run` adds them up over the devices and the split. `rng` is the eval stream
+    folded with the batch index (the same at every evaluation and on every device); `final`
+    is True at the last evaluation of training, for estimates too costly to make every time."""
     raise NotImplementedError
 
   def summarize(self, totals: Mapping[str, float]) -> dict[str, float]:
@@ -103,16 +111,22 @@ class Task:
     count = totals['count']
     return {name: float(total / count) for name, total in totals.items() if name != 'count'}
 
-  def after_eval(self, state: Any, step: int, images: np.ndarray,
+  def after_eval(self, state: Any, step: int, images: np.ndarray, rng: jax.Array,
                  writer: MetricWriter) -> dict[str, float]:
-    """Runs after each evaluation of the split: writes grids (`images` are this process's first
-    real eval images) and returns metrics beyond the split's (sample scores, speeds)."""
-    del state, step, images, writer
+    """Runs after each evaluation of the split, with the single-copy (jit layout) state: writes
+    grids (`images` are this process's first real eval images; `rng` is the same at every
+    evaluation) and returns metrics beyond the split's (sample scores, speeds)."""
+    del state, step, images, rng, writer
     return {}
 
   def final_report(self, metrics: Mapping[str, float]) -> str:
     """The closing summary after 'Final eval on N <split> examples at step S: '."""
     return format_metrics(metrics)
+
+
+def state_step(state: Any) -> jax.Array:
+  """The step of a state: its `.step`, or that of the first state in a dict of states."""
+  return state.step if hasattr(state, 'step') else state_step(next(iter(state.values())))
 
 
 def count_params(tree: Any) -> int:
