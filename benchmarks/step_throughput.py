@@ -16,9 +16,10 @@ import numpy as np
 
 import zoo
 from configs import common
-from train import classify, optim, parallel
+from train import classify
+from train.core import optim, parallel
+from train.core.state import create_train_state, init_on_mesh
 from train.core.task import StepContext
-from train.state import create_train_state, init_on_mesh
 
 
 def main():

@@ -1,14 +1,14 @@
 """Defaults every recipe shares: the data, optimizer and run fields, with their meanings.
 
 Imports nothing but ml_collections, so reading a config never starts TensorFlow or JAX. The
-trainer lays a recipe's `data` over `data()` (train/input_pipeline.py) and reads the rest as is.
+trainer lays a recipe's `data` over `data()` (train/data/pipeline.py) and reads the rest as is.
 Durations and intervals are in epochs of the training split (or `num_steps`); batch sizes are
 global (over all devices and processes).
 """
 
 import ml_collections
 
-# Training-time augmentation (train/augment.py); all off by default.
+# Training-time augmentation (train/data/augment.py); all off by default.
 AUGMENT = dict(flip=False, crop_padding=0, rotation=0.0, shift=0.0, zoom=0.0, shear=0.0,
                noise_std=0.0, custom='', fill_mode='nearest')
 
@@ -39,7 +39,7 @@ def data(**overrides) -> ml_collections.ConfigDict:
 
 
 def optim(**overrides) -> ml_collections.ConfigDict:
-  """Every `config.optim` field (train/optim.py), with defaults; recipes override what they need."""
+  """Every `config.optim` field (train/core/optim.py), with defaults; recipes override some."""
   config = ml_collections.ConfigDict(dict(
       name='adamw',  # 'sgd' (with momentum), 'adam' or 'adamw'
       learning_rate=1e-3, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,
@@ -92,7 +92,7 @@ def tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.batch_size = 32
   config.eval_batch_size = 120
   config.num_steps = 4
-  config.eval_every_epochs = 2 / 44  # with sklearn_digits (1437 // 32 = 44 steps per epoch): 2 steps
+  config.eval_every_epochs = 2 / 44  # 2 steps on sklearn_digits (1437 // 32 = 44 per epoch)
   config.checkpoint_every_epochs = 2 / 44
   config.log_every_steps = 2
   config.keep_checkpoints = 2

@@ -32,7 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_epochs = 5.0
   config.keep_checkpoints = 2
   config.eval = ml_collections.ConfigDict(dict(
-      feature_net='classifier',  # or 'inception' (see train/feature_nets.py)
+      feature_net='classifier',  # or 'inception' (see train/metrics/feature_nets.py)
       # 'classifier': a train.classify run on the same dataset, and how it was trained.
       classifier_config='configs/digits_cnn.py',
       classifier_overrides=(),  # 'field=value' strings, as --config.field=value flags

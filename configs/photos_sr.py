@@ -5,7 +5,7 @@
 
 Trains the transposed-convolution and the resize-convolution network side by side on the 2,360
 training windows (random left-right flips) and evaluates on the 24 held-out test tiles
-(`train/sr_data.py`). Other data: `--config.data.dataset=cifar10` (any TFDS image
+(`train/data/photos.py`). Other data: `--config.data.dataset=cifar10` (any TFDS image
 classification dataset or `folder:PATH`; its images at `data.image_size`, () for their own
 size, are the targets).
 

@@ -9,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from train import config as config_lib
+from train.core import config as config_lib
 
 # Must run before the first JAX computation creates the CPU backend.
 jax.config.update('jax_num_cpu_devices', 4)

@@ -12,12 +12,13 @@ import pytest
 import tensorflow_datasets as tfds
 
 import zoo
-from configs import common
-from configs import digits_cnn
-from train import classify, input_pipeline, optim, parallel
+from configs import common, digits_cnn
+from train import classify
+from train.core import optim, parallel
 from train.core import run as run_lib
-from train.errors import UserError
-from train.state import create_train_state, init_on_mesh
+from train.core.errors import UserError
+from train.core.state import create_train_state, init_on_mesh
+from train.data import pipeline as input_pipeline
 
 
 def _tiny_config(tmp_path, **changes):

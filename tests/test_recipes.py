@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import pytest
 
 import zoo
-from train import config as config_lib
 from train.core import build
+from train.core import config as config_lib
 
 CLASSIFY_RECIPES = ['configs/digits_cnn.py', 'configs/mnist_cnn.py',
                     'configs/cifar10_resnet.py:20', 'configs/cifar10_resnet.py:56',

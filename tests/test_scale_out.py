@@ -5,9 +5,10 @@ GAN, which needs a trained classifier to score: tests/test_train_gan.py)."""
 import jax
 import numpy as np
 import pytest
-
 from conftest import checkpoint_params
-from train import parallel, pixelcnn, upsample, vae
+
+from train import pixelcnn, upsample, vae
+from train.core import parallel
 
 TASKS = {
     'vae': (vae, 'configs/digits_vae.py:tiny', 'loss'),

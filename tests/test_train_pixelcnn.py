@@ -13,12 +13,12 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import zoo
-from configs import common
-from configs import cifar10_pixelcnn, digits_pixelcnn, mnist_pixelcnn
-from train import input_pipeline, optim, parallel
+from configs import cifar10_pixelcnn, common, digits_pixelcnn, mnist_pixelcnn
 from train import pixelcnn as trainer
-from train.errors import UserError
-from train.state import create_train_state, init_on_mesh
+from train.core import optim, parallel
+from train.core.errors import UserError
+from train.core.state import create_train_state, init_on_mesh
+from train.data import pipeline as input_pipeline
 from zoo import pixelcnn
 
 

@@ -15,12 +15,15 @@ from PIL import Image
 from sklearn import datasets as sk_datasets
 
 import zoo
-from configs import common
-from configs import photos_sr
-from train import image_metrics, input_pipeline, optim, parallel, sr_data, upsample
+from configs import common, photos_sr
+from train import upsample
+from train.core import optim, parallel
 from train.core import run as run_lib
-from train.errors import UserError
-from train.state import create_train_state, init_on_mesh
+from train.core.errors import UserError
+from train.core.state import create_train_state, init_on_mesh
+from train.data import photos as sr_data
+from train.data import pipeline as input_pipeline
+from train.metrics import image_metrics
 from zoo import decoders
 
 ROWS, COLS = np.mgrid[:64, :64]

@@ -15,14 +15,15 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn import metrics as sk_metrics
 
-from configs import common
-from configs import digits_vae
-from train import anomaly, input_pipeline, optim, parallel
-from train import config as config_lib
+from configs import common, digits_vae
+from train import anomaly
 from train import vae as vae_train
+from train.core import config as config_lib
+from train.core import optim, parallel
 from train.core import run as run_lib
-from train.errors import UserError
-from train.state import create_train_state, init_on_mesh
+from train.core.errors import UserError
+from train.core.state import create_train_state, init_on_mesh
+from train.data import pipeline as input_pipeline
 from zoo import vae
 
 TINY = dict(latent_dim=3, features=(4, 8))

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from configs import digits_cnn
-from train import classify, parallel, trained, transfer
-from train.core import build
-from train.errors import UserError
-from train.state import create_train_state, init_on_mesh
+from train import classify
+from train.core import build, parallel, trained, transfer
+from train.core.errors import UserError
+from train.core.state import create_train_state, init_on_mesh
 
 
 def _config(tmp, steps=3, **transfer_fields):

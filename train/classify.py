@@ -12,13 +12,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from train import cli, optim, trained, transfer
-from train.core import build
+from train.core import build, cli, optim, trained, transfer
 from train.core import step as step_lib
+from train.core.loop import say
 from train.core.run import run
+from train.core.state import TrainState, create_train_state
 from train.core.task import Batch, Length, Metrics, StepContext, Task, count_params
-from train.loop import say
-from train.state import TrainState, create_train_state
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:

@@ -23,14 +23,14 @@ import optax
 from jax.experimental import multihost_utils
 
 import zoo
-from train import cli, input_pipeline, loop, optim, parallel
-from train.core import build
+from train.core import build, cli, loop, optim, parallel
 from train.core import step as step_lib
+from train.core.errors import UserError
 from train.core.run import run
+from train.core.state import TrainState, create_train_state
 from train.core.task import Batch, Metrics, StepContext, Task, count_params
-from train.errors import UserError
-from train.metric_writer import MetricWriter
-from train.state import TrainState, create_train_state
+from train.core.writer import MetricWriter
+from train.data import pipeline as input_pipeline
 from zoo import pixelcnn
 
 # Grids are enlarged (nearest) to about this many pixels per image side, so 8x8 stays legible.

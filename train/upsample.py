@@ -32,13 +32,14 @@ import ml_collections
 import numpy as np
 import optax
 
-from train import cli, image_metrics, optim, sr_data
-from train.core import build
+from train.core import build, cli, optim
 from train.core import step as step_lib
+from train.core.errors import UserError
 from train.core.run import run
+from train.core.state import TrainState, create_train_state
 from train.core.task import Batch, Metrics, StepContext, Task, count_params
-from train.errors import UserError
-from train.state import TrainState, create_train_state
+from train.data import photos as sr_data
+from train.metrics import image_metrics
 
 DECODERS = ('transpose', 'resize')
 

@@ -8,8 +8,8 @@ import ml_collections
 import optax
 
 import zoo
-from train import optim
-from train.errors import UserError
+from train.core import optim
+from train.core.errors import UserError
 
 HEAD = 'head'  # The last Dense layer of every zoo classifier.
 

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from train.input_pipeline import DatasetInfo
-from train.metric_writer import MetricWriter
-from train.progress import format_metrics
+from train.core.progress import format_metrics
+from train.core.writer import MetricWriter
+from train.data.pipeline import DatasetInfo
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]

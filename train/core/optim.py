@@ -8,7 +8,7 @@ import jax
 import ml_collections
 import optax
 
-from train.errors import UserError
+from train.core.errors import UserError
 
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'step')

@@ -19,10 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from configs.common import data as default_config  # the `config.data` fields
-from train import augment as augment_lib
-from train import image_folder
-from train import tfds_source
-from train.errors import UserError
+from train.core.errors import UserError
+from train.data import augment as augment_lib
+from train.data import image_folder, tfds_source
 
 try:
   # Before TF touches them (imports don't): the accelerators belong to JAX.

@@ -12,7 +12,7 @@ from typing import Callable
 import tensorflow as tf
 
 from configs.common import AUGMENT
-from train.errors import UserError
+from train.core.errors import UserError
 
 Augment = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 

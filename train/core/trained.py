@@ -13,11 +13,11 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from train import input_pipeline, parallel
-from train.core import build
-from train.checkpoint import Checkpointer
-from train.errors import UserError
-from train.state import abstract_on_mesh, create_train_state
+from train.core import build, parallel
+from train.core.checkpoint import Checkpointer
+from train.core.errors import UserError
+from train.core.state import abstract_on_mesh, create_train_state
+from train.data import pipeline as input_pipeline
 
 CONFIG_FILE = 'config.json'
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from train.errors import UserError
+from train.core.errors import UserError
 
 _PREFIX = '--config.'
 OPEN_GROUPS = ('model_kwargs',)
