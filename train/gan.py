@@ -7,8 +7,8 @@ batch (`DIR/images/samples_STEP.png` and TensorBoard, beside `real_0000000.png`)
 Inception Score of `config.eval.num_samples` samples, with the feature network of `config.eval`,
 beside those of the real held-out images (the floor); class coverage and feature spread; and a
 warning when a failure monitor fires (`train.metrics.gan_metrics.FailureMonitor`). The
-training metrics logged every `log_every_steps` hold both losses, the discriminator's accuracy on real and
-generated images, and both gradient norms. Checkpoints keep the latest and the best by FID;
+training metrics logged every `log_every_steps` hold both losses, the discriminator's accuracy
+on real and generated images, and both gradient norms. Checkpoints keep the latest and the best by FID;
 running the same command again resumes. `python -m train.gan_eval` scores a checkpoint.
 """
 
