@@ -12,10 +12,13 @@ import pytest
 import tensorflow_datasets as tfds
 
 import zoo
-from configs import digits_cnn
-from train import classify, input_pipeline, optim, parallel
-from train.errors import UserError
-from train.state import create_train_state, init_on_mesh
+from configs import common, digits_cnn
+from train import classify
+from train.core import optim, parallel
+from train.core import run as run_lib
+from train.core.errors import UserError
+from train.core.state import create_train_state, init_on_mesh
+from train.data import pipeline as input_pipeline
 
 
 def _tiny_config(tmp_path, **changes):
@@ -38,7 +41,7 @@ def _tiny_state(mesh, num_classes=10, shape=(8, 8, 1)):
   model = zoo.create_model('cnn', num_classes=num_classes, features=(4, 8), hidden=16,
                            dropout_rate=0.0)
   tx = optim.make_optimizer(
-      optim.default_optim_config(learning_rate=1e-2, schedule='constant'), 100, 10)
+      common.optim(learning_rate=1e-2, schedule='constant'), 100, 10)
   init = functools.partial(create_train_state, model, tx, input_shape=shape)
   return init_on_mesh(init, jax.random.key(0), parallel.replicated(mesh))[0]
 
@@ -72,8 +75,11 @@ def test_eval_counts_each_example_once_with_padding():
   batch = jax.device_get(_batch(mesh, n=8))
   mask = np.array([1, 1, 1, 1, 1, 0, 0, 0], bool)
   padded = {'image': batch['image'], 'label': batch['label'], 'mask': mask}
-  got = classify.evaluate(jax.jit(classify.eval_step), state, [padded],
-                          parallel.JitParallelism(mesh))
+  task = classify.ClassifyTask(digits_cnn.get_config())
+  eval_fn = jax.jit(lambda state, batch, rng: classify.eval_step(state, batch))
+  got, images = run_lib.evaluate_split(task, eval_fn, state, [padded],
+                                       parallel.JitParallelism(mesh), jax.random.key(0))
+  np.testing.assert_array_equal(images, batch['image'][:5])
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
                           jnp.asarray(batch['image'][:5]), train=False)
   expected_loss = float(classify.cross_entropy(logits, batch['label'][:5], 0.0).mean())

@@ -6,15 +6,15 @@ import os
 import chex
 import jax
 import numpy as np
-from PIL import Image
 import pytest
-from sklearn import datasets as sk_datasets
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from PIL import Image
+from sklearn import datasets as sk_datasets
 
-from train import input_pipeline
-from train import tfds_source
-from train.errors import UserError
+from train.core.errors import UserError
+from train.data import pipeline as input_pipeline
+from train.data import tfds_source
 
 NUM_TRAIN, NUM_TEST = 1437, 360
 

@@ -10,17 +10,20 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 import pytest
-from sklearn import metrics as sk_metrics
 import tensorflow_datasets as tfds
+from PIL import Image
+from sklearn import metrics as sk_metrics
 
-from configs import digits_vae
-from train import anomaly, optim, parallel
-from train import config as config_lib
+from configs import common, digits_vae
+from train import anomaly
 from train import vae as vae_train
-from train.errors import UserError
-from train.state import create_train_state, init_on_mesh
+from train.core import config as config_lib
+from train.core import optim, parallel
+from train.core import run as run_lib
+from train.core.errors import UserError
+from train.core.state import create_train_state, init_on_mesh
+from train.data import pipeline as input_pipeline
 from zoo import vae
 
 TINY = dict(latent_dim=3, features=(4, 8))
@@ -50,7 +53,7 @@ def _tiny_config(data_dir, variant='', **changes):
 
 
 def _tiny_state(mesh, model):
-  tx = optim.make_optimizer(optim.default_optim_config(name='adam', learning_rate=1e-2,
+  tx = optim.make_optimizer(common.optim(name='adam', learning_rate=1e-2,
                                                        schedule='constant'), 100, 10)
   init = functools.partial(create_train_state, model, tx, input_shape=model.image_shape)
   return init_on_mesh(init, jax.random.key(0), parallel.replicated(mesh))[0]
@@ -111,7 +114,10 @@ def test_eval_counts_each_example_once_with_padding():
   eval_fn = jax.jit(functools.partial(vae_train.eval_step, model=model, binarize='none',
                                       iwae_k=200, iwae_chunk_size=50))
   key = jax.random.key(3)
-  got, first = vae_train.evaluate(eval_fn, state, [padded], mesh, key)
+  task = vae_train.VaeTask(_tiny_config(''))
+  task.info = input_pipeline.DatasetInfo(10, (8, 8, 1), 0, 0, ())
+  got, first = run_lib.evaluate_split(task, eval_fn, state, [padded],
+                                      parallel.JitParallelism(mesh), key)
   assert got['count'] == 5
   np.testing.assert_array_equal(first, images[:5])
   # The same sample of the bound on the five real images alone (the rng is per batch).

@@ -37,7 +37,7 @@ FORMAT_VERSION = 1
 
 
 def family(name: str, required: bool = True) -> ModuleType | None:
-  """The converter module of model `name`: zoo/weights/<family>.py for a model in zoo/<family>.py."""
+  """The converter module of model `name`: zoo/weights/<family>.py for zoo/<family>.py."""
   module = model_info(name).constructor.__module__.rsplit('.', 1)[-1]
   try:
     return importlib.import_module(f'zoo.weights.{module}')

@@ -32,7 +32,10 @@ def overrides(model_name: str, source: str, tensors: Mapping[str, np.ndarray]) -
 
 
 def _torch_module(path: tuple[str, ...]) -> str:
-  """The torch module of a ConvBN's conv or bn: ('stage1_block2', 'conv1', 'bn') -> 'layer1.1.bn1'."""
+  """The torch module of a ConvBN's conv or bn.
+
+  ('stage1_block2', 'conv1', 'bn') -> 'layer1.1.bn1'.
+  """
   *block, unit, layer = path
   if not block:  # the stem
     return 'conv1' if layer == 'conv' else 'bn1'
@@ -59,7 +62,9 @@ def rule(model_name: str, source: str) -> mapping.Rule:
   def where(collection: str, path: tuple[str, ...]) -> str:
     leaf = path[-1]
     if path[0] == 'head':
-      return f'predictions/{leaf}' if source == 'keras' else f'fc.{"weight" if leaf == "kernel" else leaf}'
+      if source == 'keras':
+        return f'predictions/{leaf}'
+      return f'fc.{"weight" if leaf == "kernel" else leaf}'
     if source == 'keras':
       if (collection, leaf) == ('params', 'bias') and path[-2] == 'bn':
         return f'{_keras_module(path[:-1])}/beta'
