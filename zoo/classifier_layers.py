@@ -48,9 +48,12 @@ def classifier_head(model: nn.Module, x: jax.Array) -> jax.Array:
   """Sows `x` as 'pooled' and maps it to logits with a Dense named `head`.
 
   Call it from the compact `__call__` of `model`, which must have the fields
-  `num_classes`, `dtype` and `param_dtype`.
+  `num_classes`, `dtype` and `param_dtype`. With `num_classes=0` the model is headless,
+  as in timm: it returns the pooled features `x` and has no `head`.
   """
   sow_pooled(model, x)
+  if model.num_classes == 0:
+    return x
   x = nn.Dense(model.num_classes, dtype=model.dtype, param_dtype=model.param_dtype,
                name='head')(x)
   # float32 logits keep the softmax cross-entropy exact under bfloat16 compute.

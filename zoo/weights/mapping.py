@@ -76,11 +76,31 @@ Layout = Callable[[Path, np.ndarray], np.ndarray]
 Rule = Callable[[str, Path], 'str | Callable[[Tensors], np.ndarray]']
 
 
+class RuleIgnoring:
+  """A rule that also names source tensors with no place in the model (`fnmatch` patterns):
+  layers zoo leaves out of the model, such as Keras' input-normalization layers. `map_variables`
+  adds them to its `ignored`."""
+
+  def __init__(self, rule: Rule, ignored: Iterable[str]):
+    self._rule = rule
+    self.ignored = tuple(ignored)
+
+  def __call__(self, collection: str, path: Path) -> 'str | Callable[[Tensors], np.ndarray]':
+    return self._rule(collection, path)
+
+
 def torch_batch_norm(collection: str, prefix: str, leaf: str) -> str:
   """The torch key of a flax BatchNorm variable whose torch module is `prefix`."""
   names = {('params', 'scale'): 'weight', ('params', 'bias'): 'bias',
            ('batch_stats', 'mean'): 'running_mean', ('batch_stats', 'var'): 'running_var'}
   return f'{prefix}.{names[collection, leaf]}'
+
+
+def keras_batch_norm(collection: str, layer: str, leaf: str) -> str:
+  """The Keras key ('<layer>/<weight>') of a flax BatchNorm variable whose Keras layer is `layer`."""
+  names = {('params', 'scale'): 'gamma', ('params', 'bias'): 'beta',
+           ('batch_stats', 'mean'): 'moving_mean', ('batch_stats', 'var'): 'moving_variance'}
+  return f'{layer}/{names[collection, leaf]}'
 
 
 def map_variables(target: Any, tensors: Mapping[str, np.ndarray], rule: Rule, *,
@@ -91,6 +111,7 @@ def map_variables(target: Any, tensors: Mapping[str, np.ndarray], rule: Rule, *,
   `target` is the model's variable tree or its shapes (`jax.eval_shape` of `init`). Values come
   back as float32 numpy arrays in the same tree structure.
   """
+  ignored = (*ignored, *getattr(rule, 'ignored', ()))
   reader = Tensors(tensors, source)
   variables = {}
   for collection, tree in target.items():
