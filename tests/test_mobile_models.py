@@ -14,12 +14,14 @@ import zoo
 from zoo.inverted_residual import drop_path, make_divisible
 
 
-@pytest.mark.parametrize('name, width, stage_channels', [
-    ('mobilenet_v3_small', 1024, (16, 24, 48, 96)),
-    ('efficientnet_b0', 1280, (16, 24, 40, 112, 320)),
+@pytest.mark.parametrize('name, fields, width, stage_channels', [
+    ('mobilenet_v3_small', {}, 1024, (16, 24, 48, 96)),
+    # One block a stage keeps the trace short; the widths are B0's.
+    ('efficientnet_b0', {'depth_multiplier': 0.1}, 1280, (16, 24, 40, 112, 320)),
 ])
-def test_headless_training_pass_gives_pooled_features_and_stage_maps(name, width, stage_channels):
-  model = zoo.create_model(name, num_classes=0, dtype=jnp.bfloat16)
+def test_headless_training_pass_gives_pooled_features_and_stage_maps(name, fields, width,
+                                                                     stage_channels):
+  model = zoo.create_model(name, num_classes=0, dtype=jnp.bfloat16, **fields)
   x = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
   assert 'head' not in variables['params']
@@ -44,10 +46,10 @@ class _DropPath(nn.Module):
 
 
 def test_drop_path_drops_whole_examples_and_keeps_the_expectation():
-  x = jnp.ones((4000, 2, 2, 3))
-  y = _DropPath(0.25).apply({}, x, train=True, rngs={'dropout': jax.random.key(0)})
-  per_example = np.asarray(y).reshape(4000, -1)
-  assert set(np.unique(per_example)) == {0.0, 1 / 0.75}
+  x = jnp.ones((2000, 1, 2, 3))
+  y = _DropPath(0.25).apply({}, x, train=True, rngs={'dropout': jax.random.key(0, impl='rbg')})
+  per_example = np.asarray(y).reshape(2000, -1)
+  np.testing.assert_allclose(np.unique(per_example), [0.0, 1 / 0.75], rtol=1e-6)
   assert (per_example == per_example[:, :1]).all()  # all or nothing per example
   assert abs(per_example.mean() - 1.0) < 0.05
   np.testing.assert_array_equal(_DropPath(0.25).apply({}, x, train=False), x)

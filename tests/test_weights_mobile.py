@@ -56,10 +56,10 @@ def _images(seed: int = 0) -> np.ndarray:
   return np.random.default_rng(seed).normal(size=(2, SIZE, SIZE, 3)).astype(np.float32)
 
 
-def _zoo_logits(name, source, tensors, images, **extra_overrides):
+def _zoo_logits(name, source, tensors, images):
   """Converts `tensors` onto the zoo model `name` and runs it on NHWC `images`."""
   family = FAMILIES[name.split('_')[0]]
-  model = zoo.create_model(name, **{**family.overrides(name, source, tensors), **extra_overrides})
+  model = zoo.create_model(name, **family.overrides(name, source, tensors))
   assert model.num_classes == 1000  # read from the head, as the default
   layout = mapping.keras_layout if source == 'keras' else mapping.torch_layout
   variables = mapping.map_variables(_abstract_variables(name), tensors, family.rule(name, source),
@@ -100,14 +100,14 @@ def _randomize_torch(model, seed):
   return model.eval()
 
 
-def _torch_pair(name, source, reference, extra_overrides=None):
+def _torch_pair(name, source, reference):
   import torch
   reference = _randomize_torch(reference, seed=0)
   images = _images()
   with torch.no_grad():
     expected = reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
   tensors = {k: v.numpy() for k, v in reference.state_dict().items()}
-  _assert_match(_zoo_logits(name, source, tensors, images, **(extra_overrides or {})), expected)
+  _assert_match(_zoo_logits(name, source, tensors, images), expected)
 
 
 @pytest.mark.parametrize('name', ['mobilenet_v2', 'mobilenet_v3_small', 'mobilenet_v3_large',
@@ -123,13 +123,6 @@ def test_torchvision(name):
 def test_timm(name, timm_name):
   import timm
   _torch_pair(name, 'timm', timm.create_model(timm_name))
-
-
-def test_timm_tf_port_with_same_padding():
-  # tf_efficientnet_b0 has efficientnet_b0's tensors; its TensorFlow settings are overrides.
-  import timm
-  _torch_pair('efficientnet_b0', 'timm', timm.create_model('tf_efficientnet_b0'),
-              {'bn_epsilon': 1e-3, 'padding': 'same'})
 
 
 def keras_tensors(model, *, legacy_names: bool) -> dict[str, np.ndarray]:

@@ -28,8 +28,14 @@ import jax
 import jax.numpy as jnp
 
 from zoo.classifier_layers import classifier_head
-from zoo.inverted_residual import (BlockConfig, ConvNormAct, make_divisible, run_stages,
-                                   scale_depth, with_stochastic_depth)
+from zoo.inverted_residual import (
+  BlockConfig,
+  ConvNormAct,
+  make_divisible,
+  run_stages,
+  scale_depth,
+  with_stochastic_depth,
+)
 from zoo.registry import register_model
 
 # (expansion, kernel, stride, channels, blocks) of each stage of B0 (Tan & Le, Table 1).
