@@ -20,17 +20,15 @@ each source's weights need:
 `num_classes=0` returns the pooled features, the input of the `head`.
 """
 
-import functools
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.classifier_layers import classifier_head
 from zoo.inverted_residual import (
   BlockConfig,
-  ConvNormAct,
+  InvertedResidualNet,
   make_divisible,
   run_stages,
   scale_depth,
@@ -43,20 +41,11 @@ _B0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80
               (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
 
 
-class EfficientNet(nn.Module):
+class EfficientNet(InvertedResidualNet):
   """EfficientNet: 3×3/2 stem, 7 stages of MBConv, 1×1 conv to 1280 (scaled), pool, `head`."""
-  width_multiplier: float = 1.0
   depth_multiplier: float = 1.0
-  num_classes: int = 1000
-  dropout_rate: float = 0.2
   drop_path_rate: float = 0.2
   activation: Callable[[jax.Array], jax.Array] = nn.silu
-  bn_epsilon: float = 1e-5
-  bn_momentum: float = 0.9
-  padding: str = 'torch'
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  bn_axis_name: str | None = None
 
   def _width(self, channels: int) -> int:
     return make_divisible(channels * self.width_multiplier)
@@ -76,18 +65,13 @@ class EfficientNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    conv = functools.partial(ConvNormAct, activation=self.activation, padding=self.padding,
-                             bn_epsilon=self.bn_epsilon, bn_momentum=self.bn_momentum,
-                             dtype=self.dtype, param_dtype=self.param_dtype,
-                             bn_axis_name=self.bn_axis_name)
+    conv = self.conv_norm_act(activation=self.activation)
     x = conv(self._width(32), 3, 2, name='stem')(x, train=train)
     x = run_stages(self, x, self.stages(), train=train, conv_norm_act=conv,
                    se_activation=self.activation, se_gate=nn.sigmoid, dtype=self.dtype,
                    param_dtype=self.param_dtype)
     x = conv(self._width(1280), name='head_conv')(x, train=train)
-    x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return classifier_head(self, x)
+    return self.classify(jnp.mean(x, axis=(1, 2)), train=train)
 
 
 def _efficientnet(width: float, depth: float, dropout_rate: float, ported_from_tf: bool,

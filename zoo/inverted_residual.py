@@ -12,6 +12,7 @@ read the same list to find each block's name in the other framework.
 """
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Sequence
 
@@ -19,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.classifier_layers import conv_init
+from zoo.classifier_layers import classifier_head, conv_init
 from zoo.features import sow_stage
 
 ModuleDef = Any
@@ -179,3 +180,33 @@ def with_stochastic_depth(stages: Sequence[Sequence[BlockConfig]],
   index = iter(range(total))
   return [[dataclasses.replace(c, drop_path_rate=rate * next(index) / total) for c in stage]
           for stage in stages]
+
+
+class InvertedResidualNet(nn.Module):
+  """Fields and layers shared by the networks of inverted residuals.
+
+  `width_multiplier` scales every width (rounded to multiples of 8). BatchNorm `bn_epsilon`,
+  `bn_momentum` (flax's convention) and the conv `padding` ('torch' or 'same') are set to what
+  a weight source was trained with (see zoo.weights). `num_classes=0` makes the model headless.
+  """
+  width_multiplier: float = 1.0
+  num_classes: int = 1000
+  dropout_rate: float = 0.2
+  bn_epsilon: float = 1e-5
+  bn_momentum: float = 0.9
+  padding: str = 'torch'
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  bn_axis_name: str | None = None
+
+  def conv_norm_act(self, **fields: Any) -> ModuleDef:
+    """`ConvNormAct` with this network's BatchNorm, padding and dtypes."""
+    return functools.partial(ConvNormAct, padding=self.padding, bn_epsilon=self.bn_epsilon,
+                             bn_momentum=self.bn_momentum, dtype=self.dtype,
+                             param_dtype=self.param_dtype, bn_axis_name=self.bn_axis_name,
+                             **fields)
+
+  def classify(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """Dropout ('dropout' stream), then the `head` (or the features, if headless)."""
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return classifier_head(self, x)

@@ -15,15 +15,18 @@ Dropout (before the last layer) uses the 'dropout' RNG stream. `num_classes=0` r
 features, the input of the `head`.
 """
 
-import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.classifier_layers import classifier_head
-from zoo.inverted_residual import BlockConfig, ConvNormAct, make_divisible, run_stages
+from zoo.inverted_residual import (
+  BlockConfig,
+  InvertedResidualNet,
+  make_divisible,
+  run_stages,
+)
 from zoo.registry import register_model
 
 # (expansion, channels, blocks, stride) of each stage (Sandler et al., Table 2).
@@ -31,21 +34,11 @@ _V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96
               (6, 160, 3, 2), (6, 320, 1, 1))
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(InvertedResidualNet):
   """MobileNetV2: 3×3/2 stem, 17 inverted residuals with ReLU6, 1×1 conv to 1280, pool, `head`.
 
-  `width_multiplier` scales every width (rounded to multiples of 8); the last conv never narrows
-  below 1280.
+  The last conv never narrows below 1280 (`width_multiplier` < 1).
   """
-  width_multiplier: float = 1.0
-  num_classes: int = 1000
-  dropout_rate: float = 0.2
-  bn_epsilon: float = 1e-5
-  bn_momentum: float = 0.9
-  padding: str = 'torch'
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  bn_axis_name: str | None = None
 
   @property
   def stem_features(self) -> int:
@@ -65,17 +58,13 @@ class MobileNetV2(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    conv = functools.partial(ConvNormAct, padding=self.padding, bn_epsilon=self.bn_epsilon,
-                             bn_momentum=self.bn_momentum, dtype=self.dtype,
-                             param_dtype=self.param_dtype, bn_axis_name=self.bn_axis_name)
+    conv = self.conv_norm_act()
     x = conv(self.stem_features, 3, 2, activation=nn.relu6, name='stem')(x, train=train)
     x = run_stages(self, x, self.stages(), train=train, conv_norm_act=conv, dtype=self.dtype,
                    param_dtype=self.param_dtype)
     x = conv(make_divisible(1280 * max(1.0, self.width_multiplier)), activation=nn.relu6,
              name='head_conv')(x, train=train)
-    x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return classifier_head(self, x)
+    return self.classify(jnp.mean(x, axis=(1, 2)), train=train)
 
 
 # (kernel, expanded, out, squeeze-excitation, hard-swish, stride) of each block, grouped in
@@ -98,7 +87,7 @@ _V3_SMALL = (
 )
 
 
-class MobileNetV3(nn.Module):
+class MobileNetV3(InvertedResidualNet):
   """MobileNetV3: 3×3/2 hard-swish stem, inverted residuals with ReLU or hard-swish and
   squeeze-excitation gated by a hard sigmoid, 1×1 conv to 6× the last width, pool, a hidden
   Dense ('pre_logits', hard-swish), dropout, `head`.
@@ -108,15 +97,8 @@ class MobileNetV3(nn.Module):
   """
   blocks: tuple = _V3_LARGE
   last_features: int = 1280
-  width_multiplier: float = 1.0
-  num_classes: int = 1000
-  dropout_rate: float = 0.2
   bn_epsilon: float = 1e-3
   bn_momentum: float = 0.99
-  padding: str = 'torch'
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  bn_axis_name: str | None = None
 
   @property
   def stem_features(self) -> int:
@@ -138,9 +120,7 @@ class MobileNetV3(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    conv = functools.partial(ConvNormAct, padding=self.padding, bn_epsilon=self.bn_epsilon,
-                             bn_momentum=self.bn_momentum, dtype=self.dtype,
-                             param_dtype=self.param_dtype, bn_axis_name=self.bn_axis_name)
+    conv = self.conv_norm_act()
     x = conv(self.stem_features, 3, 2, activation=nn.hard_swish, name='stem')(x, train=train)
     stages = self.stages()
     x = run_stages(self, x, stages, train=train, conv_norm_act=conv, se_activation=nn.relu,
@@ -150,8 +130,7 @@ class MobileNetV3(nn.Module):
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(make_divisible(self.last_features * self.width_multiplier), dtype=self.dtype,
                  param_dtype=self.param_dtype, name='pre_logits')(x)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.hard_swish(x))
-    return classifier_head(self, x)
+    return self.classify(nn.hard_swish(x), train=train)
 
 
 @register_model(kind='classifier', input_shape=(224, 224, 3),
