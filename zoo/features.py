@@ -8,10 +8,13 @@ Every classifier in the zoo sows, into the 'intermediates' collection, these key
       vgg*: 5 stages, strides 1, 2, 4, 8, 16 (for vgg16: relu1_2, relu2_2, relu3_3,
         relu4_3, relu5_3, the layers perceptual losses use);
       resnet18 … resnet152: 4 stages, strides 4, 8, 16, 32;
-      resnet20 … resnet110 (CIFAR): 3 stages, strides 1, 2, 4.
+      resnet20 … resnet110 (CIFAR): 3 stages, strides 1, 2, 4;
+      mobilenet_v2, mobilenet_v3_large, efficientnet_b*: 5 stages, strides 2, 4, 8, 16, 32,
+        the last block output at each resolution (mobilenet_v3_small: 4, strides 4 … 32).
   'pooled': (B, D), the input of the final `head` Dense: the global average pool for
-      ResNets, the output of the last hidden Dense layer (after its dropout, the
-      identity when `train=False`) for VGG and cnn.
+      ResNets, MobileNetV2 and EfficientNet (for the last two after their dropout, the
+      identity when `train=False`); the output of the last hidden Dense layer (after its
+      dropout) for VGG, cnn and MobileNetV3.
 
 Sowing costs nothing unless 'intermediates' is mutable in `apply`.
 """
