@@ -81,10 +81,9 @@ def _assert_match(ours, reference):
   assert diff <= 1e-4 * max(1.0, np.abs(reference).max())
 
 
-def _randomize_torch(model, seed):
-  """Seeded random weights, BatchNorm statistics and biases; eval mode."""
+def _randomize_torch(model):
+  """Random BatchNorm parameters and statistics, biases and Linear weights; eval mode."""
   import torch
-  torch.manual_seed(seed)
   with torch.no_grad():
     for module in model.modules():
       if isinstance(module, torch.nn.BatchNorm2d):
@@ -100,9 +99,10 @@ def _randomize_torch(model, seed):
   return model.eval()
 
 
-def _torch_pair(name, source, reference):
+def _torch_pair(name, source, make_reference):
   import torch
-  reference = _randomize_torch(reference, seed=0)
+  torch.manual_seed(0)
+  reference = _randomize_torch(make_reference())
   images = _images()
   with torch.no_grad():
     expected = reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
@@ -114,7 +114,7 @@ def _torch_pair(name, source, reference):
                                   'efficientnet_b0', 'efficientnet_b3'])
 def test_torchvision(name):
   import torchvision
-  _torch_pair(name, 'torchvision', getattr(torchvision.models, name)())
+  _torch_pair(name, 'torchvision', getattr(torchvision.models, name))
 
 
 @pytest.mark.parametrize('name, timm_name', [
@@ -122,7 +122,7 @@ def test_torchvision(name):
     ('mobilenet_v3_large', 'mobilenetv3_large_100'), ('efficientnet_b0', 'efficientnet_b0')])
 def test_timm(name, timm_name):
   import timm
-  _torch_pair(name, 'timm', timm.create_model(timm_name))
+  _torch_pair(name, 'timm', lambda: timm.create_model(timm_name))
 
 
 def keras_tensors(model, *, legacy_names: bool) -> dict[str, np.ndarray]:
@@ -192,7 +192,7 @@ def test_keras_efficientnet_refuses_other_input_normalization():
 def test_unsupported_pairs_are_conversion_errors():
   with pytest.raises(mapping.ConversionError, match='can be read from torchvision, timm'):
     mobilenet_weights.rule('mobilenet_v3_large', 'keras')
-  with pytest.raises(mapping.ConversionError, match='not a EfficientNet model'):
+  with pytest.raises(mapping.ConversionError, match='not one of the EfficientNet models'):
     efficientnet_weights.rule('resnet50', 'torchvision')
 
 

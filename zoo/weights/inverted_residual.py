@@ -138,7 +138,7 @@ def unsupported(family: str, model_name: str, source: str,
   sources = supported.get(model_name)
   if sources is None:
     return mapping.ConversionError(
-        f'{model_name!r} is not a {family} model; the {family} converters cover '
+        f'{model_name!r} is not one of the {family} models the converters cover: '
         f'{", ".join(sorted(supported))}')
   return mapping.ConversionError(
       f'no {source} weights converter for {model_name!r}: its weights can be read from '
