@@ -3,6 +3,7 @@
 from zoo.registry import ModelInfo, create_model, list_models, model_info, register_model
 from zoo.features import FeatureInfo, extract_features, feature_info
 from zoo import alexnet, cnn, convnext, lenet, resnet, vgg, vit  # register the classifiers
+from zoo import efficientnet, mobilenet  # register the mobile classifiers
 from zoo import dcgan, decoders, vae  # register the generative models
 from zoo import pixelcnn  # register the PixelCNNs
 from zoo import inception  # register Inception-v3, the FID network

@@ -11,12 +11,15 @@ Every classifier in the zoo sows, into the 'intermediates' collection, these key
       resnet20 … resnet110 (CIFAR): 3 stages, strides 1, 2, 4;
       convnext_*: 4 stages, strides 4, 8, 16, 32;
       vit_*: the patch tokens after the blocks ending each quarter of the depth (3, 6, 9,
-        12 of 12), as maps at stride 16 (the patch size).
+        12 of 12), as maps at stride 16 (the patch size);
+      mobilenet_v2, mobilenet_v3_large, efficientnet_b*: 5 stages, strides 2, 4, 8, 16, 32,
+        the last block output at each resolution (mobilenet_v3_small: 4, strides 4 … 32).
   'pooled': (B, D), the input of the final `head` Dense: the global average pool for
-      ResNets, the output of the last hidden Dense layer (after its dropout, the
-      identity when `train=False`) for VGG and cnn, the normalized average pool for
-      ConvNeXt, the class token after the final LayerNorm for ViT. It is the output of a
-      headless model (`num_classes=0`).
+      ResNets, MobileNetV2 and EfficientNet (for the last two after their dropout, the
+      identity when `train=False`); the output of the last hidden Dense layer (after its
+      dropout, the identity when `train=False`) for VGG, cnn and MobileNetV3; the
+      normalized average pool for ConvNeXt; the class token after the final LayerNorm for
+      ViT. It is the output of a headless model (`num_classes=0`).
 
 Sowing costs nothing unless 'intermediates' is mutable in `apply`.
 """
