@@ -1,5 +1,10 @@
 """Test-wide JAX settings (four fake CPU devices, fast compiles) and the fixtures tests share."""
 
+# PyTorch's triton (imported with torchvision and timm, the weight tests' reference models)
+# crashes the process when TensorFlow's libraries were loaded before it: load it first.
+import torchvision  # noqa: F401
+
+# isort: split
 import json
 import os
 from typing import Callable
