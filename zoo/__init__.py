@@ -6,3 +6,4 @@ from zoo import cnn, resnet, vgg  # register the classifiers
 from zoo import dcgan, decoders, vae  # register the generative models
 from zoo import pixelcnn  # register the PixelCNNs
 from zoo import inception  # register Inception-v3, the FID network
+from zoo import fcn, unet  # register the segmentation models
