@@ -5,8 +5,8 @@ import math
 import chex
 import numpy as np
 import pytest
-from scipy import ndimage
 import tensorflow as tf
+from scipy import ndimage
 
 from train import augment
 from train.errors import UserError

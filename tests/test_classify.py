@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 import zoo
 from configs import digits_cnn
 from train import classify, input_pipeline, optim, parallel
+from train.core import run as run_lib
 from train.errors import UserError
 from train.state import create_train_state, init_on_mesh
 
@@ -72,8 +73,11 @@ def test_eval_counts_each_example_once_with_padding():
   batch = jax.device_get(_batch(mesh, n=8))
   mask = np.array([1, 1, 1, 1, 1, 0, 0, 0], bool)
   padded = {'image': batch['image'], 'label': batch['label'], 'mask': mask}
-  got = classify.evaluate(jax.jit(classify.eval_step), state, [padded],
-                          parallel.JitParallelism(mesh))
+  task = classify.ClassifyTask(digits_cnn.get_config())
+  eval_fn = jax.jit(lambda state, batch, rng: classify.eval_step(state, batch))
+  got, images = run_lib.evaluate_split(task, eval_fn, state, [padded],
+                                       parallel.JitParallelism(mesh), jax.random.key(0))
+  np.testing.assert_array_equal(images, batch['image'][:5])
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
                           jnp.asarray(batch['image'][:5]), train=False)
   expected_loss = float(classify.cross_entropy(logits, batch['label'][:5], 0.0).mean())

@@ -6,14 +6,13 @@ import os
 import chex
 import jax
 import numpy as np
-from PIL import Image
 import pytest
-from sklearn import datasets as sk_datasets
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from PIL import Image
+from sklearn import datasets as sk_datasets
 
-from train import input_pipeline
-from train import tfds_source
+from train import input_pipeline, tfds_source
 from train.errors import UserError
 
 NUM_TRAIN, NUM_TEST = 1437, 360

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import pytest
 
 import zoo
-from train import classify
 from train import config as config_lib
+from train.core import build
 
 CLASSIFY_RECIPES = ['configs/digits_cnn.py', 'configs/mnist_cnn.py',
                     'configs/cifar10_resnet.py:20', 'configs/cifar10_resnet.py:56',
@@ -33,7 +33,7 @@ def test_every_recipe_has_a_docstring_with_its_command():
 def test_classification_recipe_builds_its_model(spec):
   config = config_lib.load_config(spec)
   num_classes = 1000 if config.data.dataset == 'imagenet2012' else 10
-  model = classify.build_model(config, num_classes)
+  model = build.classifier(config, num_classes)
   shape = INPUT_SHAPES[config.data.dataset]
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)),
                                                 train=False))

@@ -15,8 +15,18 @@ import tensorflow_datasets as tfds
 
 import zoo
 from configs import digits_dcgan
-from train import classify, feature_nets, gan, gan_eval, gan_metrics, input_pipeline, parallel
+from train import (
+  classify,
+  feature_nets,
+  gan,
+  gan_eval,
+  gan_metrics,
+  input_pipeline,
+  parallel,
+)
 from train.config import apply_overrides, load_config
+from train.core import build
+from train.core.task import Length
 from train.errors import UserError
 
 CLASSIFIER_CONFIG = 'configs/digits_cnn.py'
@@ -76,9 +86,9 @@ def _state(mesh, g_lr=2e-4, d_lr=2e-4, image_shape=(8, 8, 1)):
   config.discriminator.kwargs.width = 8
   config.generator.optim.learning_rate = g_lr
   config.discriminator.optim.learning_rate = d_lr
-  generator, state, _ = gan.init_state(config, image_shape, mesh, total_steps=10,
-                                       steps_per_epoch=10)
-  return generator, state
+  task = gan.GanTask(config)
+  task.build_networks(input_pipeline.DatasetInfo(10, image_shape, 0, 0, ()), Length(10, 10))
+  return task.generator, task.init(jax.random.key(0))
 
 
 def _real_batch(mesh, n=16, seed=0):
@@ -175,7 +185,7 @@ def test_the_feature_network_sees_what_the_classifier_was_trained_on(classifier)
   seen = next(input_pipeline.make_eval_iterator(classifier_config.data,
                                                 global_batch_size=32))['image']
   features, logits = jax.jit(net.apply)(net.variables, feature_nets.to_signed(jnp.asarray(raw)))
-  model = classify.build_model(classifier_config, 10)
+  model = build.classifier(classifier_config, 10)
   expected = zoo.extract_features(model, net.variables, jnp.asarray(seen))['pooled']
   np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(logits, model.apply(net.variables, jnp.asarray(seen), train=False),
@@ -254,7 +264,7 @@ def test_a_short_run_writes_grids_scores_and_checkpoints_that_gan_eval_reproduce
   out = capsys.readouterr().out
   assert 'FID of 72 generated images (8-bit) against the 1437 real train images' in out
   assert 'the 360 real test images' in out and 'bilinear resize 8x8 -> 8x8' not in out
-  assert 'Final eval at step 44: FID' in out
+  assert 'at step 44: FID' in out
 
   # The same fixed noise: scoring the last checkpoint again gives the same figures.
   config.eval.checkpoint = 'latest'
@@ -284,12 +294,13 @@ def test_a_training_step_on_a_named_tfds_dataset_under_mock_data(tmp_path):
   config.discriminator.kwargs.width = 4
   mesh = parallel.make_mesh()
   with tfds.testing.mock_data(num_examples=32):
-    info = gan.check_data_config(config)
+    info = input_pipeline.get_dataset_info(config.data)
     batch = next(input_pipeline.make_train_iterator(config.data, seed=0, global_batch_size=16))
   assert info.image_shape == (28, 28, 1)
   assert batch['image'].min() >= 0 and batch['image'].max() <= 1
-  generator, state, _ = gan.init_state(config, info.image_shape, mesh, total_steps=1,
-                                       steps_per_epoch=1)
+  task = gan.GanTask(config)
+  task.build_networks(info, Length(1, 1))
+  state = task.init(jax.random.key(0))
   state, metrics = jax.jit(functools.partial(gan.train_step, loss='hinge', latent_dim=8))(
       state, parallel.shard_batch(batch, mesh), jax.random.key(0))
   assert int(state.step) == 1

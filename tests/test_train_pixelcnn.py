@@ -146,7 +146,7 @@ def test_a_short_run_on_digits_writes_metrics_grids_and_checkpoints(tmp_path, ca
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
   assert {'11', '22'} <= set(os.listdir(os.path.join(workdir, 'checkpoints')))
   out = capsys.readouterr().out
-  assert 'Final eval on 360 test images at step 22' in out and 'samples/s' in out
+  assert 'Final eval on 360 test examples at step 22' in out and 'samples/s' in out
 
 
 def test_a_named_tfds_dataset_trains_under_mock_data_with_256_levels(tmp_path):

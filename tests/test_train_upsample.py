@@ -9,14 +9,15 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 import pytest
-from sklearn import datasets as sk_datasets
 import tensorflow_datasets as tfds
+from PIL import Image
+from sklearn import datasets as sk_datasets
 
 import zoo
 from configs import photos_sr
-from train import image_metrics, optim, parallel, sr_data, upsample
+from train import image_metrics, input_pipeline, optim, parallel, sr_data, upsample
+from train.core import run as run_lib
 from train.errors import UserError
 from train.state import create_train_state, init_on_mesh
 from zoo import decoders
@@ -155,8 +156,11 @@ def test_eval_counts_each_example_once_with_padding():
   images = _smooth_batch()
   mask = np.array([1, 1, 1, 1, 1, 0, 0, 0], bool)
   padded = {'image': images, 'label': np.zeros(8, np.int32), 'mask': mask}
-  eval_fn = jax.jit(functools.partial(upsample.eval_step, scale=2))
-  got, first = upsample.evaluate(eval_fn, states, [padded], mesh, scale=2)
+  task = upsample.UpsampleTask(photos_sr.get_config('2'))
+  task.info = input_pipeline.DatasetInfo(2, images.shape[1:], 0, 0, ())
+  eval_fn = jax.jit(lambda states, batch, rng: upsample.eval_step(states, batch, scale=2))
+  got, first = run_lib.evaluate_split(task, eval_fn, states, [padded],
+                                      parallel.JitParallelism(mesh), jax.random.key(0))
   assert got['count'] == 5
   np.testing.assert_array_equal(first, images[:5])
   pictures = upsample.predict(states, jnp.asarray(images[:5]), scale=2)

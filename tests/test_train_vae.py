@@ -10,15 +10,16 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 import pytest
-from sklearn import metrics as sk_metrics
 import tensorflow_datasets as tfds
+from PIL import Image
+from sklearn import metrics as sk_metrics
 
 from configs import digits_vae
-from train import anomaly, optim, parallel
+from train import anomaly, input_pipeline, optim, parallel
 from train import config as config_lib
 from train import vae as vae_train
+from train.core import run as run_lib
 from train.errors import UserError
 from train.state import create_train_state, init_on_mesh
 from zoo import vae
@@ -111,7 +112,10 @@ def test_eval_counts_each_example_once_with_padding():
   eval_fn = jax.jit(functools.partial(vae_train.eval_step, model=model, binarize='none',
                                       iwae_k=200, iwae_chunk_size=50))
   key = jax.random.key(3)
-  got, first = vae_train.evaluate(eval_fn, state, [padded], mesh, key)
+  task = vae_train.VaeTask(_tiny_config(''))
+  task.info = input_pipeline.DatasetInfo(10, (8, 8, 1), 0, 0, ())
+  got, first = run_lib.evaluate_split(task, eval_fn, state, [padded],
+                                      parallel.JitParallelism(mesh), key)
   assert got['count'] == 5
   np.testing.assert_array_equal(first, images[:5])
   # The same sample of the bound on the five real images alone (the rng is per batch).

@@ -8,6 +8,7 @@ import pytest
 
 from configs import digits_cnn
 from train import classify, parallel, trained, transfer
+from train.core import build
 from train.errors import UserError
 from train.state import create_train_state, init_on_mesh
 
@@ -54,8 +55,8 @@ def _flat(classifier, collection):
 
 
 def _fresh_state(config, num_classes):
-  model = classify.build_model(config, num_classes)
-  tx = transfer.make_optimizer(config, total_steps=1, steps_per_epoch=1)
+  model = build.classifier(config, num_classes)
+  tx = build.optimizer(config.optim, 1, 1, head_only=config.transfer.freeze_backbone)
   mesh = parallel.make_mesh()
   return init_on_mesh(functools.partial(create_train_state, model, tx, input_shape=(8, 8, 1)),
                       jax.random.key(1), parallel.replicated(mesh))[0]
@@ -110,5 +111,5 @@ def test_a_missing_source_or_head_is_a_user_error(tmp_path):
   with pytest.raises(UserError, match='missing.*does not exist'):
     classify.train_and_evaluate(config, str(tmp_path / 'run'))
   with pytest.raises(UserError, match="named 'head'"):
-    transfer.make_optimizer(_config(tmp_path, freeze_backbone=True), 1, 1).init(
+    build.optimizer(_config(tmp_path).optim, 1, 1, head_only=True).init(
         {'conv': {'kernel': np.zeros(3)}})

@@ -32,6 +32,7 @@ from sklearn import metrics as sk_metrics
 
 from train import cli, input_pipeline, loop, parallel
 from train import vae as vae_train
+from train.core.restore import restore_state
 from train.errors import UserError
 from train.metric_writer import MetricWriter
 from train.state import TrainState
@@ -92,22 +93,14 @@ def score_dataset(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   parallel.check_batch_size(config.eval_batch_size, 'eval_batch_size')
   mesh = parallel.make_mesh()
   data = _data_config(config)
-  info = input_pipeline.get_dataset_info(data)
-  model = vae_train.build_model(config, info.image_shape)
-  # The optimizer's schedule does not shape the state: any step counts will do.
-  state, abstract_state = vae_train.init_state(config, model, mesh, 1, 1)
-  checkpointer = vae_train.make_checkpointer(config, workdir)
-  step = checkpointer.latest_step()
-  if step is None:
-    raise UserError(f'no checkpoint in {checkpointer.directory}: train first with '
-                    f'python -m train.vae --config ... --workdir {workdir}')
-  state = checkpointer.restore(abstract_state)
-  checkpointer.close()
+  task = vae_train.VaeTask(config)
+  state, step = restore_state(task, workdir, data_config=data, mesh=mesh)
+  model, info = task.model, task.info
 
   score_fn = jax.jit(functools.partial(
       score_step, model=model, binarize=config.binarize, score=anomaly.score,
       num_samples=anomaly.num_samples))
-  rng = vae_train.stream_rng(config, 'anomaly')
+  rng = jax.random.fold_in(jax.random.key(config.seed), 4)  # apart from the training streams
   parts = []
   for i, batch in enumerate(input_pipeline.make_eval_iterator(
       data, global_batch_size=config.eval_batch_size)):

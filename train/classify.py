@@ -6,23 +6,19 @@ in `DIR/checkpoints`. Running the same command again resumes from the latest che
 """
 
 import functools
-from typing import Any, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 import optax
 
-from train import cli, input_pipeline, loop, optim, parallel, trained, transfer
-from train.checkpoint import Checkpointer
-from train.early_stopping import EarlyStopping
-from train.metric_writer import MetricWriter
-from train.progress import format_metrics
-from train.state import TrainState, create_train_state, init_on_mesh
-# Lives in train.trained, which rebuilds finished runs and which this module uses; kept here
-# under its old name.
-from train.trained import build_model
+from train import cli, optim, trained, transfer
+from train.core import build
+from train.core import step as step_lib
+from train.core.run import run
+from train.core.task import Batch, Length, Metrics, StepContext, Task, count_params
+from train.loop import say
+from train.state import TrainState, create_train_state
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
@@ -31,155 +27,99 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) 
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
-def _micro_batches(batch: dict[str, jax.Array], count: int) -> dict[str, jax.Array]:
-  """(B, ...) -> (count, B // count, ...); micro-batch i holds examples i, i + count, ...
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, label_smoothing: float,
+               ctx: StepContext = StepContext(), freeze_batch_stats: bool = False
+               ) -> tuple[TrainState, Metrics]:
+  """One optimizer step on a batch; dropout draws from `rng` (per device under pmap).
 
-  Strided rather than contiguous, so each micro-batch draws from every device's shard.
+  `freeze_batch_stats` keeps the BatchNorm running statistics as they were (a frozen backbone).
   """
-  return jax.tree.map(
-      lambda x: x.reshape(x.shape[0] // count, count, *x.shape[1:]).swapaxes(0, 1), batch)
+  def grad_fn(params, micro_batch, rng, batch_stats):
+    def loss_fn(params):
+      logits, updates = state.apply_fn(
+          {'params': params, 'batch_stats': batch_stats}, micro_batch['image'], train=True,
+          mutable=['batch_stats'], rngs={'dropout': rng})
+      loss = cross_entropy(logits, micro_batch['label'], label_smoothing).mean()
+      hits = jnp.mean(jnp.argmax(logits, -1) == micro_batch['label'])
+      return loss, (hits, updates.get('batch_stats', {}))
 
+    (loss, (hits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, {'loss': loss, 'accuracy': hits}, batch_stats
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-               label_smoothing: float, grad_accum_steps: int = 1,
-               axis_name: str | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimizer step on a batch; dropout draws from `rng` folded with the step.
-
-  With `grad_accum_steps=k` the batch is processed as k micro-batches whose gradients are
-  averaged: the update equals the whole batch's (BatchNorm sees each micro-batch's statistics),
-  in the memory of one micro-batch. Under `jax.pmap`, `axis_name` names the device axis that
-  gradients and metrics are averaged over.
-  """
-  dropout_rng = jax.random.fold_in(rng, state.step)
-  if axis_name:
-    dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
-
-  def loss_fn(params, batch_stats, micro_batch, index):
-    logits, updates = state.apply_fn(
-        {'params': params, 'batch_stats': batch_stats}, micro_batch['image'], train=True,
-        mutable=['batch_stats'], rngs={'dropout': jax.random.fold_in(dropout_rng, index)})
-    loss = cross_entropy(logits, micro_batch['label'], label_smoothing).mean()
-    hits = jnp.mean(jnp.argmax(logits, -1) == micro_batch['label'])
-    return loss, (hits, updates.get('batch_stats', {}))
-
-  def accumulate(carry, micro):
-    grads_sum, loss_sum, hits_sum, batch_stats = carry
-    index, micro_batch = micro
-    (loss, (hits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, batch_stats, micro_batch, index)
-    grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
-    return (grads_sum, loss_sum + loss, hits_sum + hits, batch_stats), None
-
-  zeros = jax.tree.map(jnp.zeros_like, state.params)
-  carry = (zeros, jnp.zeros(()), jnp.zeros(()), state.batch_stats)
-  if grad_accum_steps == 1:  # on XLA:CPU a loop body runs several times slower than flat code
-    (grads, loss, hits, batch_stats), _ = accumulate(carry, (0, batch))
-  else:
-    micro = (jnp.arange(grad_accum_steps), _micro_batches(batch, grad_accum_steps))
-    (grads, loss, hits, batch_stats), _ = jax.lax.scan(accumulate, carry, micro)
-    grads, loss, hits = jax.tree.map(lambda x: x / grad_accum_steps, (grads, loss, hits))
-  if axis_name:
-    grads, loss, hits = jax.lax.pmean((grads, loss, hits), axis_name)
+  grads, metrics, batch_stats = step_lib.accumulate_gradients(
+      grad_fn, state.params, batch, step_lib.device_key(rng, ctx), ctx, state.batch_stats)
+  if freeze_batch_stats:
+    batch_stats = state.batch_stats
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  metrics = {
-      'loss': loss,
-      'accuracy': hits,
-      'grad_norm': optax.tree.norm(grads),
-      'param_norm': optax.tree.norm(state.params),
-  }
-  return state, metrics
+  return state, metrics | {'grad_norm': optax.tree.norm(grads),
+                           'param_norm': optax.tree.norm(state.params)}
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
-              axis_name: str | None = None) -> dict[str, jax.Array]:
+def eval_step(state: TrainState, batch: Batch) -> Metrics:
   """Sums of loss and top-1/top-5 hits over the real (mask=1) examples of a padded batch."""
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
                           batch['image'], train=False)
   mask = batch['mask'].astype(jnp.float32)
   labels = batch['label']
-  k = min(5, logits.shape[-1])
-  top_k = jax.lax.top_k(logits, k)[1]
-  sums = {
+  top_k = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+  return {
       'loss': jnp.sum(cross_entropy(logits, labels, 0.0) * mask),
       'accuracy': jnp.sum((top_k[:, 0] == labels) * mask),
       'top5_accuracy': jnp.sum(jnp.any(top_k == labels[:, None], axis=-1) * mask),
       'count': jnp.sum(mask),
   }
-  return jax.lax.psum(sums, axis_name) if axis_name else sums
 
 
-def evaluate(eval_fn, state: TrainState, batches: Iterable[dict[str, np.ndarray]],
-             parallelism: parallel.JitParallelism | parallel.PmapParallelism) -> dict[str, float]:
-  """Mean eval metrics over every example of the eval split (padding excluded)."""
-  totals = None
-  for batch in batches:
-    sums = eval_fn(state, parallelism.shard_batch(batch))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = parallelism.get_output(totals)
-  count = totals.pop('count')
-  return {name: float(total / count) for name, total in totals.items()} | {'count': int(count)}
+class ClassifyTask(Task):
+  """Cross entropy on labelled images; the best checkpoint has the highest eval accuracy."""
+  name = 'classify'
+  best_metric = 'accuracy'
+  best_mode = 'max'
+
+  def build(self, info, length: Length, ctx: StepContext) -> None:
+    super().build(info, length, ctx)
+    config = self.config
+    self.model = build.classifier(config, info.num_classes, bn_axis_name=ctx.axis_name)
+    self.schedule = optim.learning_rate_schedule(config.optim, length.total_steps,
+                                                 length.steps_per_epoch)
+    self.tx = build.optimizer(config.optim, length.total_steps, length.steps_per_epoch,
+                              head_only=config.transfer.freeze_backbone)
+
+  def init(self, rng: jax.Array) -> TrainState:
+    return create_train_state(self.model, self.tx, rng, self.info.image_shape)
+
+  def warm_start(self, state: TrainState) -> TrainState:
+    source_dir = self.config.transfer.init_from
+    if not source_dir:
+      return state
+    source = trained.load_classifier(source_dir)
+    state, report = transfer.initialize(state, source.variables,
+                                        f'{source_dir} (step {source.step})')
+    say(report)
+    return state
+
+  def describe(self, state: TrainState) -> str:
+    return f'{self.config.model}: {count_params(state):,} parameters'
+
+  def learning_rate(self, step: int) -> float:
+    return self.schedule(step)
+
+  def train_step(self, state: TrainState, batch: Batch, rng: jax.Array) -> tuple[Any, Metrics]:
+    return train_step(state, batch, rng, label_smoothing=self.config.label_smoothing,
+                      ctx=self.ctx, freeze_batch_stats=self.config.transfer.freeze_backbone)
+
+  def eval_step(self, state: TrainState, batch: Batch, rng: jax.Array, *,
+                final: bool = False) -> Metrics:
+    del rng, final  # deterministic, and cheap enough every time
+    return eval_step(state, batch)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains and evaluates as `config` says; returns the final eval metrics."""
-  parallel.check_batch_size(config.batch_size, 'batch_size', config.grad_accum_steps)
-  parallel.check_batch_size(config.eval_batch_size, 'eval_batch_size')
-  mesh = parallel.make_mesh()
-  parallelism = parallel.make_parallelism(config.parallelism, mesh)
-  info = input_pipeline.get_dataset_info(config.data)
-  model = build_model(config, info.num_classes, bn_axis_name=parallelism.axis_name)
-  steps_per_epoch = max(1, info.num_train // config.batch_size)
-  cadence = loop.Cadence.from_epochs(config, steps_per_epoch)
-  tx = transfer.make_optimizer(config, cadence.total_steps, steps_per_epoch)
-  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-  state, abstract_state = init_on_mesh(
-      functools.partial(create_train_state, model, tx, input_shape=info.image_shape),
-      init_rng, parallel.replicated(mesh))
-  checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric='accuracy')
-  trained.save_config(config, workdir)
-  if config.transfer.init_from and checkpointer.latest_step() is None:
-    source = trained.load_classifier(config.transfer.init_from, mesh)
-    state, report = transfer.initialize(
-        state, source.variables, f'{config.transfer.init_from} (step {source.step})')
-    loop.say(report)
-  state = loop.restore_latest(checkpointer, state, abstract_state)
-  start_step = int(state.step)
-  loop.say(f'{config.model}: {loop.count_params(state.params):,} parameters; '
-           f'{info.num_train} training and {info.num_eval} eval examples of '
-           f'{config.data.dataset} {info.image_shape}; {cadence.total_steps} steps of '
-           f'{config.batch_size} on {jax.device_count()} device(s) with {config.parallelism}')
-
-  axis_name = parallelism.axis_name
-  step_fn = functools.partial(train_step, label_smoothing=config.label_smoothing,
-                              grad_accum_steps=config.grad_accum_steps, axis_name=axis_name)
-  if config.transfer.freeze_backbone:
-    step_fn = transfer.keep_batch_stats(step_fn)
-  train_fn = parallelism.compile(step_fn, donate_state=True, with_rng=True)
-  eval_fn = parallelism.compile(functools.partial(eval_step, axis_name=axis_name))
-  run_eval = lambda state, step: evaluate(  # pylint: disable=g-long-lambda
-      eval_fn, state, input_pipeline.make_eval_iterator(
-          config.data, global_batch_size=config.eval_batch_size), parallelism)
-  writer = MetricWriter(workdir)
-  state, eval_metrics = loop.train_loop(
-      parallelism.put_state(state), start_step=start_step, cadence=cadence, train_fn=train_fn,
-      batches=input_pipeline.make_train_iterator(
-          config.data, seed=config.seed, global_batch_size=config.batch_size,
-          start_step=start_step),
-      mesh=mesh, rng=dropout_rng, evaluate=run_eval, checkpointer=checkpointer, writer=writer,
-      learning_rate=optim.learning_rate_schedule(config.optim, cadence.total_steps,
-                                                 steps_per_epoch),
-      stopper=EarlyStopping(**config.early_stopping.to_dict()), parallelism=parallelism)
-  loop.say(f'Final eval on {eval_metrics["count"]} {config.data.eval_split} examples at step '
-           f'{checkpointer.latest_step()}: ' + format_metrics(eval_metrics) +
-           f' (best accuracy checkpoint: step {checkpointer.best_step()})')
-  checkpointer.close()
-  writer.close()
-  return eval_metrics
+def train_and_evaluate(config, workdir: str, **kwargs) -> dict[str, float]:
+  """Trains and evaluates as `config` says; returns the final eval metrics (see `run`)."""
+  return run(ClassifyTask(config), config, workdir, **kwargs)
 
 
-def main() -> None:
-  cli.run(train_and_evaluate, description=__doc__)
-
+main = functools.partial(cli.run, train_and_evaluate, description=__doc__)
 
 if __name__ == '__main__':
   main()

@@ -13,6 +13,7 @@ running the same command again resumes. `python -m train.gan_eval` scores a chec
 """
 
 import functools
+import os
 from typing import Any, Iterator
 
 import flax
@@ -22,15 +23,15 @@ import ml_collections
 import numpy as np
 import optax
 
-import zoo
 from train import cli, input_pipeline, loop, optim, parallel
-from train.checkpoint import Checkpointer
+from train.core import build, step as step_lib
+from train.core.run import Streams, run
+from train.core.task import Batch, Metrics, StepContext, Task, count_params
 from train.errors import UserError
 from train.feature_nets import make_feature_net, to_signed, to_unit
 from train.gan_metrics import FailureMonitor, Scorer
-from train.metric_writer import MetricWriter
 from train.progress import format_metrics
-from train.state import TrainState, create_train_state, init_on_mesh
+from train.state import TrainState, create_train_state
 
 LOSSES = ('non_saturating', 'hinge', 'minimax')
 
@@ -73,55 +74,78 @@ def _variables(state: TrainState, params=None) -> dict[str, Any]:
           'batch_stats': state.batch_stats}
 
 
-def train_step(state: GanState, batch: dict[str, jax.Array], rng: jax.Array, *, loss: str,
-               latent_dim: int) -> tuple[GanState, dict[str, jax.Array]]:
+def train_step(state: GanState, batch: Batch, rng: jax.Array, *, loss: str, latent_dim: int,
+               ctx: StepContext = StepContext()) -> tuple[GanState, Metrics]:
   """One discriminator and one generator update on a batch of real images in [0, 1].
 
-  The generator runs once: the discriminator learns from its images (as constants), then the
-  generator's gradient flows back through the updated discriminator into the same images.
-  Both networks are in training mode (BatchNorm on batch statistics; the discriminator sees the
-  real and the generated images as separate batches, as in the reference code).
+  The discriminator learns from the generator's images (as constants); then the generator's
+  gradient flows through the updated discriminator into the same images (the same noise, drawn
+  per example from `rng`). Both networks are in training mode (BatchNorm on batch statistics;
+  the discriminator sees the real and the generated images as separate batches, as in the
+  reference code). With gradient accumulation each update averages over the micro-batches.
   """
   g, d = state.generator, state.discriminator
-  real = to_signed(batch['image'])
-  z = jax.random.normal(jax.random.fold_in(rng, g.step), (real.shape[0], latent_dim))
 
-  def generate(params):
-    return g.apply_fn(_variables(g, params), z, train=True, mutable=['batch_stats'])
+  def generate(params, batch_stats, n, rng):
+    z = jax.vmap(lambda key: jax.random.normal(key, (latent_dim,)))(
+        step_lib.example_keys(rng, n, ctx))
+    return g.apply_fn({'params': params, 'batch_stats': batch_stats}, z, train=True,
+                      mutable=['batch_stats'])
 
-  fake, generator_vjp, g_updates = jax.vjp(generate, g.params, has_aux=True)
+  def d_grad_fn(params, micro_batch, rng, batch_stats):
+    real = to_signed(micro_batch['image'])
+    fake, _ = generate(g.params, g.batch_stats, len(real), rng)
 
-  def d_loss_fn(params):
-    real_logits, updates = d.apply_fn(_variables(d, params), real, train=True,
-                                      mutable=['batch_stats'])
-    fake_logits, updates = d.apply_fn({'params': params, **updates}, jax.lax.stop_gradient(fake),
-                                      train=True, mutable=['batch_stats'])
-    return discriminator_loss(real_logits, fake_logits, loss), (real_logits, fake_logits,
-                                                                updates['batch_stats'])
+    def loss_fn(params):
+      real_logits, updates = d.apply_fn({'params': params, 'batch_stats': batch_stats}, real,
+                                        train=True, mutable=['batch_stats'])
+      fake_logits, updates = d.apply_fn({'params': params, **updates},
+                                        jax.lax.stop_gradient(fake), train=True,
+                                        mutable=['batch_stats'])
+      return discriminator_loss(real_logits, fake_logits, loss), (real_logits, fake_logits,
+                                                                  updates['batch_stats'])
 
-  (d_loss, (real_logits, fake_logits, d_stats)), d_grads = jax.value_and_grad(
-      d_loss_fn, has_aux=True)(d.params)
+    (d_loss, (real_logits, fake_logits, batch_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(params)
+    metrics = {
+        'd_loss': d_loss,
+        'd_real_accuracy': jnp.mean(real_logits > 0),
+        'd_fake_accuracy': jnp.mean(fake_logits < 0),
+        'd_real': jnp.mean(jax.nn.sigmoid(real_logits)),  # D(x)
+        'd_fake': jnp.mean(jax.nn.sigmoid(fake_logits)),  # D(G(z)), before the update
+    }
+    return grads, metrics, batch_stats
+
+  def g_grad_fn(params, micro_batch, rng, batch_stats):
+    def loss_fn(params):
+      fake, updates = generate(params, batch_stats, len(micro_batch['image']), rng)
+      # The discriminator's statistics from this pass are dropped: it learns in its own update.
+      logits, _ = d.apply_fn({'params': d.params, 'batch_stats': d.batch_stats}, fake,
+                             train=True, mutable=['batch_stats'])
+      return generator_loss(logits, loss), updates['batch_stats']
+
+    (g_loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, {'g_loss': g_loss}, batch_stats
+
+  d_grads, d_metrics, d_stats = step_lib.accumulate_gradients(
+      d_grad_fn, d.params, batch, rng, ctx, d.batch_stats)
   d = d.apply_gradients(grads=d_grads, batch_stats=d_stats)
+  g_grads, g_metrics, g_stats = step_lib.accumulate_gradients(
+      g_grad_fn, g.params, batch, rng, ctx, g.batch_stats)
+  g = g.apply_gradients(grads=g_grads, batch_stats=g_stats)
+  return GanState(generator=g, discriminator=d), d_metrics | g_metrics | {
+      'd_grad_norm': optax.tree.norm(d_grads), 'g_grad_norm': optax.tree.norm(g_grads)}
 
-  def g_loss_fn(images):
-    # The discriminator's statistics from this pass are dropped: it learns in its own update.
-    logits, _ = d.apply_fn(_variables(d), images, train=True, mutable=['batch_stats'])
-    return generator_loss(logits, loss)
 
-  g_loss, image_grads = jax.value_and_grad(g_loss_fn)(fake)
-  (g_grads,) = generator_vjp(image_grads)
-  g = g.apply_gradients(grads=g_grads, batch_stats=g_updates['batch_stats'])
-  metrics = {
-      'd_loss': d_loss,
-      'g_loss': g_loss,
-      'd_real_accuracy': jnp.mean(real_logits > 0),
-      'd_fake_accuracy': jnp.mean(fake_logits < 0),
-      'd_real': jnp.mean(jax.nn.sigmoid(real_logits)),  # D(x)
-      'd_fake': jnp.mean(jax.nn.sigmoid(fake_logits)),  # D(G(z)), before the update
-      'd_grad_norm': optax.tree.norm(d_grads),
-      'g_grad_norm': optax.tree.norm(g_grads),
-  }
-  return GanState(generator=g, discriminator=d), metrics
+def eval_step(state: GanState, batch: Batch) -> Metrics:
+  """Sums over the real (mask=1) held-out images of the discriminator's D(x) and of its
+  accuracy on them (against the train images' figures: a sign of overfitting)."""
+  d = state.discriminator
+  logits = d.apply_fn({'params': d.params, 'batch_stats': d.batch_stats},
+                      to_signed(batch['image']), train=False)[:, 0]
+  mask = batch['mask'].astype(jnp.float32)
+  return {'d_real_heldout': jnp.sum(jax.nn.sigmoid(logits.astype(jnp.float32)) * mask),
+          'd_real_accuracy_heldout': jnp.sum((logits > 0) * mask), 'count': jnp.sum(mask)}
 
 
 def sample(generator: TrainState, rng: jax.Array, count: jax.Array, *, batch_size: int,
@@ -155,8 +179,7 @@ class Sampler:
                latent_dim: int):
     self.num_samples, self.batch_size = config.eval.num_samples, config.eval.batch_size
     self._grid_size = tuple(config.eval.grid_size)
-    self._grid_key, self._score_key = jax.random.split(
-        jax.random.fold_in(jax.random.key(config.seed), 1))
+    self._grid_key, self._score_key = jax.random.split(Streams.from_seed(config.seed).images)
     self._grid = jax.jit(functools.partial(sample, batch_size=config.eval.num_grid,
                                            latent_dim=latent_dim))
     self._batch = jax.jit(functools.partial(sample, batch_size=self.batch_size,
@@ -175,20 +198,21 @@ class Sampler:
                         self.num_samples - start)
 
 
-def build_models(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]):
-  """The generator and discriminator `config` names, for square images of `image_shape`."""
+def build_models(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
+                 bn_axis_name: str | None = None):
+  """The generator and discriminator `config` names, for square images of `image_shape`;
+  `bn_axis_name` (the pmap path) makes BatchNorm average its statistics over that axis."""
   height, width, channels = image_shape
   if height != width:
     raise UserError(f'the GAN needs square images, got {height}x{width}: set '
                     '--config.data.image_size')
-  dtype = jnp.dtype(config.dtype)
-  try:
-    generator = zoo.create_model(config.generator.model, image_size=height, channels=channels,
-                                 dtype=dtype, **config.generator.kwargs.to_dict())
-    discriminator = zoo.create_model(config.discriminator.model, image_size=height, dtype=dtype,
+  common = dict(dtype=jnp.dtype(config.dtype), bn_axis_name=bn_axis_name)
+  generator = build.create_model(config.generator.model, 'config.generator',
+                                 image_size=height, channels=channels, **common,
+                                 **config.generator.kwargs.to_dict())
+  discriminator = build.create_model(config.discriminator.model, 'config.discriminator',
+                                     image_size=height, **common,
                                      **config.discriminator.kwargs.to_dict())
-  except (ValueError, TypeError) as e:
-    raise UserError(f'config.generator / config.discriminator: {e}') from None
   return generator, discriminator
 
 
@@ -199,30 +223,6 @@ def create_state(generator, discriminator, g_tx: optax.GradientTransformation,
   return GanState(
       generator=create_train_state(generator, g_tx, g_rng, (generator.latent_dim,)),
       discriminator=create_train_state(discriminator, d_tx, d_rng, image_shape))
-
-
-def init_state(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
-               mesh: jax.sharding.Mesh, total_steps: int, steps_per_epoch: int):
-  """(generator model, GAN state replicated on `mesh`, its abstract twin for restoring)."""
-  if config.loss not in LOSSES:
-    raise UserError(f'config.loss={config.loss!r}: use one of {LOSSES}')
-  generator, discriminator = build_models(config, image_shape)
-  g_tx, d_tx = (optim.make_optimizer(config[name].optim, total_steps, steps_per_epoch)
-                for name in ('generator', 'discriminator'))
-  init = functools.partial(create_state, generator, discriminator, g_tx, d_tx,
-                           image_shape=image_shape)
-  try:
-    state, abstract = init_on_mesh(init, jax.random.key(config.seed), parallel.replicated(mesh))
-  except ValueError as e:  # e.g. an image size the architecture cannot reach
-    raise UserError(f'config.data.image_size={tuple(config.data.image_size)}: {e}') from None
-  return generator, state, abstract
-
-
-def check_data_config(config: ml_collections.ConfigDict) -> input_pipeline.DatasetInfo:
-  if config.data.normalization != 'none':
-    raise UserError(f'config.data.normalization={config.data.normalization!r}: the GAN maps '
-                    "[0, 1] images to [-1, 1] itself; set it to 'none'")
-  return input_pipeline.get_dataset_info(config.data)
 
 
 def make_scorer(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Scorer:
@@ -248,74 +248,83 @@ def summary_line(metrics: dict[str, float]) -> str:
           f'feature spread {metrics["feature_spread"]:.2f}')
 
 
-class _MonitoredWriter(MetricWriter):
-  """The run's MetricWriter, which also hands each logged training mean to the monitor."""
+class GanTask(Task):
+  """Two networks, two optimizers; the best checkpoint has the lowest FID."""
+  name = 'gan'
+  best_metric = 'fid'
+  best_mode = 'min'
 
-  def __init__(self, workdir: str, monitor: FailureMonitor):
-    super().__init__(workdir)
-    self.monitor = monitor
+  def build_networks(self, info, length, ctx: StepContext = StepContext()) -> None:
+    """Models and optimizers alone (no scorer): what a training step needs."""
+    super().build(info, length, ctx)
+    config = self.config
+    if config.loss not in LOSSES:
+      raise UserError(f'config.loss={config.loss!r}: use one of {LOSSES}')
+    if config.data.normalization != 'none':
+      raise UserError(f'config.data.normalization={config.data.normalization!r}: the GAN maps '
+                      "[0, 1] images to [-1, 1] itself; set it to 'none'")
+    self.generator, self.discriminator = build_models(config, info.image_shape, ctx.axis_name)
+    self.g_tx, self.d_tx = (optim.make_optimizer(config[name].optim, length.total_steps,
+                                                 length.steps_per_epoch)
+                            for name in ('generator', 'discriminator'))
 
-  def write_scalars(self, step: int, split: str, metrics) -> None:
-    if split == 'train':
-      self.monitor.observe(metrics)
-    super().write_scalars(step, split, metrics)
+  def build(self, info, length, ctx) -> None:
+    self.build_networks(info, length, ctx)
+    config, mesh = self.config, parallel.make_mesh()
+    self.scorer = make_scorer(config, mesh)
+    self.sampler = Sampler(config, mesh, self.generator.latent_dim)
+    loop.say('Scores: ' + self.scorer.protocol(self.sampler.num_samples, info.image_shape))
+    loop.say('Real held-out images: ' + format_metrics(self.scorer.floor))
+    self.monitor = FailureMonitor(config.monitor, self.scorer.floor)
 
+  def init(self, rng: jax.Array) -> GanState:
+    try:
+      return create_state(self.generator, self.discriminator, self.g_tx, self.d_tx, rng,
+                          self.info.image_shape)
+    except ValueError as e:  # e.g. an image size the architecture cannot reach
+      raise UserError(f'config.data.image_size={tuple(self.config.data.image_size)}: {e}'
+                      ) from None
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains and evaluates as `config` says; returns the final eval metrics."""
-  parallel.check_batch_size(config.batch_size, 'batch_size')
-  mesh = parallel.make_mesh()
-  info = check_data_config(config)
-  steps_per_epoch = max(1, info.num_train // config.batch_size)
-  cadence = loop.Cadence.from_epochs(config, steps_per_epoch)
-  generator, state, abstract_state = init_state(config, info.image_shape, mesh,
-                                                cadence.total_steps, steps_per_epoch)
-  checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric='fid',
-                              best_mode='min')
-  state = loop.restore_latest(checkpointer, state, abstract_state)
-  start_step = int(state.step)
-  loop.say(f'{config.generator.model}: {loop.count_params(state.generator.params):,} and '
-           f'{config.discriminator.model}: {loop.count_params(state.discriminator.params):,} '
-           f'parameters; {info.num_train} training images of {config.data.dataset} '
-           f'{info.image_shape}; {config.loss} loss; {cadence.total_steps} steps of '
-           f'{config.batch_size} on {jax.device_count()} device(s)')
-  scorer = make_scorer(config, mesh)
-  sampler = Sampler(config, mesh, generator.latent_dim)
-  loop.say('Scores: ' + scorer.protocol(sampler.num_samples, info.image_shape))
-  loop.say('Real held-out images: ' + format_metrics(scorer.floor))
-  monitor = FailureMonitor(config.monitor, scorer.floor)
-  writer = _MonitoredWriter(workdir, monitor)
-  if start_step == 0:  # the real images, shown as the samples will be, to compare with
-    writer.write_images(0, 'real', real_grid(config), scale=config.eval.grid_scale)
+  def describe(self, state: GanState) -> str:
+    config = self.config
+    return (f'{config.generator.model}: {count_params(state.generator):,} and '
+            f'{config.discriminator.model}: {count_params(state.discriminator):,} parameters; '
+            f'{config.loss} loss')
 
-  def evaluate(state: GanState, step: int) -> dict[str, float]:
-    writer.write_images(step, 'samples', sampler.grid(state.generator),
+  def train_step(self, state, batch, rng):
+    return train_step(state, batch, rng, loss=self.config.loss,
+                      latent_dim=self.generator.latent_dim, ctx=self.ctx)
+
+  def after_log(self, step: int, means: dict[str, float]) -> None:
+    self.monitor.observe(means)
+
+  def eval_step(self, state, batch, rng, *, final=False):
+    del rng, final  # deterministic
+    return eval_step(state, batch)
+
+  def after_eval(self, state, step, images, rng, writer) -> dict[str, float]:
+    config = self.config
+    if not os.path.exists(os.path.join(writer.workdir, 'images', 'real_0000000.png')):
+      # The real images, shown as the samples are, to compare with.
+      writer.write_images(0, 'real', real_grid(config), scale=config.eval.grid_scale)
+    writer.write_images(step, 'samples', self.sampler.grid(state.generator),
                         scale=config.eval.grid_scale)
-    metrics = score(scorer, sampler, state.generator)
-    values, warnings = monitor.check(metrics)
+    metrics = score(self.scorer, self.sampler, state.generator)
+    values, warnings = self.monitor.check(metrics)
     for warning in warnings:
       loop.say(f'WARNING at step {step}: {warning}')
     return metrics | values
 
-  state, eval_metrics = loop.train_loop(
-      state, start_step=start_step, cadence=cadence,
-      train_fn=jax.jit(functools.partial(train_step, loss=config.loss,
-                                         latent_dim=generator.latent_dim), donate_argnums=0),
-      batches=input_pipeline.make_train_iterator(
-          config.data, seed=config.seed, global_batch_size=config.batch_size,
-          start_step=start_step),
-      mesh=mesh, rng=jax.random.fold_in(jax.random.key(config.seed), 2), evaluate=evaluate,
-      checkpointer=checkpointer, writer=writer)
-  loop.say(f'Final eval at step {checkpointer.latest_step()}: {summary_line(eval_metrics)} '
-           f'(best FID checkpoint: step {checkpointer.best_step()})')
-  checkpointer.close()
-  writer.close()
-  return eval_metrics
+  def final_report(self, metrics) -> str:
+    return summary_line(metrics)
 
 
-def main() -> None:
-  cli.run(train_and_evaluate, description=__doc__)
+def train_and_evaluate(config, workdir: str, **kwargs) -> dict[str, float]:
+  """Trains and evaluates as `config` says; returns the final eval metrics (see `run`)."""
+  return run(GanTask(config), config, workdir, **kwargs)
 
+
+main = functools.partial(cli.run, train_and_evaluate, description=__doc__)
 
 if __name__ == '__main__':
   main()

@@ -16,41 +16,33 @@ from typing import Any
 import jax
 import ml_collections
 
-from train import cli, gan, loop, parallel
+from train import cli, gan, loop
 from train import images as image_lib
-from train.checkpoint import Checkpointer
+from train.core.restore import restore_state
 from train.errors import UserError
 
 
-def _checkpoint_step(checkpointer: Checkpointer, which: str, workdir: str) -> int:
-  if checkpointer.latest_step() is None:
-    raise UserError(f'no checkpoint in {checkpointer.directory}: train first with '
-                    f'python -m train.gan --config <the recipe> --workdir {workdir}')
-  if which == 'best':
-    return checkpointer.best_step()
-  if which == 'latest':
-    return checkpointer.latest_step()
-  if which.isdigit() and os.path.isdir(os.path.join(checkpointer.directory, which)):
+def _which(config: ml_collections.ConfigDict, workdir: str) -> str | int:
+  """`config.eval.checkpoint` checked: 'best', 'latest', or the step of a saved checkpoint."""
+  which = str(config.eval.checkpoint)
+  if which in ('best', 'latest'):
+    return which
+  directory = os.path.join(workdir, 'checkpoints')
+  if which.isdigit() and os.path.isdir(os.path.join(directory, which)):
     return int(which)
   raise UserError(f'config.eval.checkpoint={which!r}: use best, latest, or the step of a '
-                  f'checkpoint in {checkpointer.directory} (latest: {checkpointer.latest_step()})')
+                  f'checkpoint in {os.path.abspath(directory)}')
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Scores the checkpoint `config.eval.checkpoint` of the run in `workdir`; returns the
   scores (the real images' as `*_real`) with 'step' and 'protocol'."""
-  mesh = parallel.make_mesh()
-  info = gan.check_data_config(config)
-  generator, _, abstract_state = gan.init_state(config, info.image_shape, mesh, total_steps=1,
-                                                steps_per_epoch=1)
-  checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric='fid',
-                              best_mode='min')
-  step = _checkpoint_step(checkpointer, str(config.eval.checkpoint), workdir)
-  state = checkpointer.restore(abstract_state, step=step)
-  checkpointer.close()
-  scorer = gan.make_scorer(config, mesh)
-  sampler = gan.Sampler(config, mesh, generator.latent_dim)
-  protocol = scorer.protocol(sampler.num_samples, info.image_shape)
+  task = gan.GanTask(config)
+  which = 'latest' if not os.path.isdir(os.path.join(workdir, 'checkpoints')) else _which(
+      config, workdir)
+  state, step = restore_state(task, workdir, which=which)
+  scorer, sampler = task.scorer, task.sampler
+  protocol = scorer.protocol(sampler.num_samples, task.info.image_shape)
   metrics = gan.score(scorer, sampler, state.generator)
   loop.say(f'Checkpoint at step {step} of {workdir}: {gan.summary_line(metrics)}')
   loop.say(f'Protocol: {protocol}')

@@ -6,7 +6,7 @@ An entry point builds its state, its compiled step and its evaluation, then hand
 
 import dataclasses
 import math
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,10 +29,15 @@ class Cadence:
   checkpoint_every: int
 
   @classmethod
-  def from_epochs(cls, config, steps_per_epoch: int) -> 'Cadence':
-    """Reads `num_epochs`, `eval_every_epochs`, `checkpoint_every_epochs`, `log_every_steps`."""
+  def from_config(cls, config, steps_per_epoch: int) -> 'Cadence':
+    """Reads `num_steps` (if > 0, else `num_epochs`), `eval_every_epochs`,
+    `checkpoint_every_epochs` and `log_every_steps`."""
     steps = lambda epochs: max(1, round(epochs * steps_per_epoch))
-    return cls(steps(config.num_epochs), config.log_every_steps,
+    total = config.num_steps if config.get('num_steps') else steps(config.num_epochs)
+    if total <= 0:
+      raise UserError(f'config.num_steps={config.get("num_steps")} / config.num_epochs='
+                      f'{config.num_epochs}: train for at least one step')
+    return cls(total, config.log_every_steps,
                steps(config.eval_every_epochs), steps(config.checkpoint_every_epochs))
 
 
@@ -51,16 +56,20 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
                batches: Iterator[dict[str, np.ndarray]], mesh: jax.sharding.Mesh,
                rng: jax.Array, evaluate: Callable[[Any, int], dict[str, float]],
                checkpointer: Checkpointer, writer: MetricWriter,
-               learning_rate: Callable[[int], float] | None = None,
+               learning_rate: Callable[[int], float | None] | None = None,
                stopper: EarlyStopping | None = None,
-               parallelism: parallel.JitParallelism | parallel.PmapParallelism | None = None
+               parallelism: parallel.JitParallelism | parallel.PmapParallelism | None = None,
+               hooks: Sequence[Callable[[int, dict[str, float]], None]] = (),
+               on_log: Callable[[int, dict[str, float]], None] | None = None
                ) -> tuple[Any, dict[str, float]]:
   """Runs steps `start_step + 1 .. total_steps`; returns the state and its last eval metrics.
 
   `train_fn(state, batch, rng)` is the compiled step; `evaluate(state, step)` computes (and may
   write images for) the eval metrics. Every evaluation is saved as a checkpoint with its metrics.
   With a `parallelism` other than the default jit one over `mesh`, `state` is in its device
-  layout (`parallelism.put_state`) and checkpoints get the single-copy layout.
+  layout (`parallelism.put_state`) and checkpoints get the single-copy layout. Each of `hooks`
+  is called as `hook(step, eval_metrics)` after every evaluation has been saved; `on_log(step,
+  means)` sees each logged mean of the train metrics.
   """
   parallelism = parallelism or parallel.JitParallelism(mesh)
   progress = Progress(cadence.total_steps, start_step)
@@ -72,15 +81,20 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
       means = _mean_on_host(step_metrics, parallelism)
       step_metrics = []
       _check_finite(means, step, checkpointer)
-      if learning_rate:
-        means['learning_rate'] = float(learning_rate(step - 1))
+      rate = learning_rate(step - 1) if learning_rate else None
+      if rate is not None:
+        means['learning_rate'] = float(rate)
       means['steps_per_second'] = progress.report(step, means)
+      if on_log:
+        on_log(step, means)
       writer.write_scalars(step, 'train', means)
     if step % cadence.eval_every == 0 or step == cadence.total_steps:
       eval_metrics = evaluate(state, step)
       writer.write_scalars(step, 'eval', eval_metrics)
       say(f'eval at step {step}: ' + format_metrics(eval_metrics))
       checkpointer.save(step, parallelism.get_state(state), metrics=eval_metrics)
+      for hook in hooks:
+        hook(step, eval_metrics)
       progress.restart_clock(step)
       if stopper and stopper.update(step, eval_metrics):
         say(f'Early stopping at step {step}: {stopper.metric} has not improved for '

@@ -24,11 +24,13 @@ from jax.experimental import multihost_utils
 
 import zoo
 from train import cli, input_pipeline, loop, optim, parallel
-from train.checkpoint import Checkpointer
-from train.early_stopping import EarlyStopping
+from train.core import build
+from train.core import step as step_lib
+from train.core.run import run
+from train.core.task import Batch, Metrics, StepContext, Task, count_params
 from train.errors import UserError
 from train.metric_writer import MetricWriter
-from train.state import TrainState, create_train_state, init_on_mesh
+from train.state import TrainState, create_train_state
 from zoo import pixelcnn
 
 # Grids are enlarged (nearest) to about this many pixels per image side, so 8x8 stays legible.
@@ -54,23 +56,20 @@ def bits_per_dim(nats_per_image: jax.Array | float, image_shape: tuple[int, ...]
   return nats_per_image / (np.prod(image_shape) * np.log(2))
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-               num_levels: int, threshold: float) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, num_levels: int,
+               threshold: float, ctx: StepContext = StepContext()) -> tuple[TrainState, Metrics]:
   """One optimizer step on the mean NLL (nats per image) of a batch."""
-  del rng  # a PixelCNN has no dropout or other randomness in training
-  x = quantize(batch['image'], num_levels, threshold)
+  def grad_fn(params, micro_batch, rng, carry):
+    del rng  # a PixelCNN has no dropout or other randomness in training
+    x = quantize(micro_batch['image'], num_levels, threshold)
+    loss, grads = jax.value_and_grad(
+        lambda params: _nll(state.replace(params=params), x, num_levels).mean())(params)
+    return grads, {'loss': loss, 'bits_per_dim': bits_per_dim(loss, x.shape[1:])}, carry
 
-  def loss_fn(params):
-    return _nll(state.replace(params=params), x, num_levels).mean()
-
-  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  grads, metrics, _ = step_lib.accumulate_gradients(grad_fn, state.params, batch, rng, ctx)
   state = state.apply_gradients(grads=grads)
-  return state, {
-      'loss': loss,
-      'bits_per_dim': bits_per_dim(loss, x.shape[1:]),
-      'grad_norm': optax.tree.norm(grads),
-      'param_norm': optax.tree.norm(state.params),
-  }
+  return state, metrics | {'grad_norm': optax.tree.norm(grads),
+                           'param_norm': optax.tree.norm(state.params)}
 
 
 def independent_nll(log_probs: jax.Array, x_int: jax.Array) -> jax.Array:
@@ -117,23 +116,6 @@ def fit_independent_baseline(batches: Iterable[dict[str, np.ndarray]], mesh: jax
     counts = batch_counts if counts is None else counts + batch_counts
   n = counts.sum(-1, keepdims=True)
   return jnp.log((counts + 1) / (n + num_levels)), int(n.reshape(-1)[0])
-
-
-def evaluate(eval_fn, state: TrainState, batches: Iterable[dict[str, np.ndarray]],
-             mesh: jax.sharding.Mesh, image_shape: tuple[int, int, int]) -> dict[str, float]:
-  """Mean NLL of the model and of the baseline over every eval image, in nats and bits/dim."""
-  totals = None
-  for batch in batches:
-    sums = eval_fn(state, parallel.shard_batch(batch, mesh))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = parallel.to_host(totals)
-  count = totals.pop('count')
-  metrics = {name: float(total / count) for name, total in totals.items()}
-  return metrics | {
-      'bits_per_dim': float(bits_per_dim(metrics['nll'], image_shape)),
-      'baseline_bits_per_dim': float(bits_per_dim(metrics['baseline_nll'], image_shape)),
-      'count': int(count),
-  }
 
 
 class Sampler:
@@ -200,12 +182,9 @@ def write_samples(sampler: Sampler, state: TrainState, rng: jax.Array,
 
 def build_model(config: ml_collections.ConfigDict, num_channels: int) -> pixelcnn.PixelCNN:
   """The `zoo` PixelCNN the config names, for images of `num_channels` and `config.num_levels`."""
-  try:
-    model = zoo.create_model(config.model, num_channels=num_channels,
-                             num_levels=config.num_levels, dtype=jnp.dtype(config.dtype),
-                             **config.model_kwargs.to_dict())
-  except (ValueError, TypeError) as e:
-    raise UserError(f'config.model={config.model!r}: {e}') from None
+  model = build.create_model(config.model, f'config.model={config.model!r}',
+                             num_channels=num_channels, num_levels=config.num_levels,
+                             dtype=jnp.dtype(config.dtype), **config.model_kwargs.to_dict())
   if not isinstance(model, pixelcnn.PixelCNN):
     raise UserError(f'config.model={config.model!r} is not a PixelCNN; use one of '
                     f'{zoo.list_models("pixelcnn*")}')
@@ -222,85 +201,89 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.num_levels == 2 and not 0 < config.binarize_threshold < 1:
     raise UserError(f'config.binarize_threshold={config.binarize_threshold}: use a value in '
                     '(0, 1), the [0, 1] intensity above which a pixel is 1')
-  for field in ('batch_size', 'eval_batch_size', 'num_samples', 'num_completions'):
+  for field in ('num_samples', 'num_completions'):
     parallel.check_batch_size(config[field], field)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains and evaluates as `config` says; returns the final eval metrics."""
-  check_config(config)
-  mesh = parallel.make_mesh()
-  info = input_pipeline.get_dataset_info(config.data)
-  model = build_model(config, info.image_shape[-1])
-  levels = dict(num_levels=config.num_levels, threshold=config.binarize_threshold)
-  steps_per_epoch = max(1, info.num_train // config.batch_size)
-  cadence = loop.Cadence.from_epochs(config, steps_per_epoch)
-  tx = optim.make_optimizer(config.optim, cadence.total_steps, steps_per_epoch)
-  init_rng, sample_rng = jax.random.split(jax.random.key(config.seed))
-  state, abstract_state = init_on_mesh(
-      functools.partial(create_train_state, model, tx, input_shape=info.image_shape),
-      init_rng, parallel.replicated(mesh))
-  checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric='nll',
-                              best_mode='min')
-  state = loop.restore_latest(checkpointer, state, abstract_state)
-  start_step = int(state.step)
-  loop.say(f'{config.model}: {loop.count_params(state.params):,} parameters; '
-           f'{info.num_train} training and {info.num_eval} eval images of '
-           f'{config.data.dataset} {info.image_shape}, {config.num_levels} levels; '
-           f'{cadence.total_steps} steps of {config.batch_size} on {jax.device_count()} '
-           'device(s)')
+class PixelCnnTask(Task):
+  """Exact likelihood; the best checkpoint has the lowest eval NLL."""
+  name = 'pixelcnn'
+  best_metric = 'nll'
+  best_mode = 'min'
 
-  train_split = config.data.copy_and_resolve_references()
-  train_split.eval_split = config.data.train_split  # one unaugmented, padded pass
-  baseline, num_fitted = fit_independent_baseline(
-      input_pipeline.make_eval_iterator(train_split, global_batch_size=config.eval_batch_size),
-      mesh, **levels)
-  loop.say(f'Independent per-pixel baseline fitted on {num_fitted} {config.data.train_split} '
-           'images (its test NLL is reported as baseline_nll)')
-  completion_batch = next(input_pipeline.make_eval_iterator(
-      config.data, global_batch_size=config.num_completions))
-  test_images = parallel.shard_batch(
-      {'x': np.asarray(quantize(completion_batch['image'], **levels))}, mesh)['x']
-  eval_fn = jax.jit(functools.partial(eval_step, baseline_log_probs=baseline, **levels))
-  sampler = Sampler(model, config.sample_temperature)
-  writer = MetricWriter(workdir)
+  def build(self, info, length, ctx) -> None:
+    super().build(info, length, ctx)
+    config = self.config
+    check_config(config)
+    self.model = build_model(config, info.image_shape[-1])
+    self.levels = dict(num_levels=config.num_levels, threshold=config.binarize_threshold)
+    self.schedule = optim.learning_rate_schedule(config.optim, length.total_steps,
+                                                 length.steps_per_epoch)
+    self.tx = optim.make_optimizer(config.optim, length.total_steps, length.steps_per_epoch)
+    self.sampler = Sampler(self.model, config.sample_temperature)
+    self.mesh = parallel.make_mesh()
+    self._fit_baseline()
 
-  def run_eval(state, step):
-    metrics = evaluate(eval_fn, state, input_pipeline.make_eval_iterator(
-        config.data, global_batch_size=config.eval_batch_size), mesh, info.image_shape)
+  def init(self, rng: jax.Array) -> TrainState:
+    return create_train_state(self.model, self.tx, rng, self.info.image_shape)
+
+  def describe(self, state: TrainState) -> str:
+    return (f'{self.config.model}: {count_params(state):,} parameters, '
+            f'{self.config.num_levels} levels')
+
+  def learning_rate(self, step: int) -> float:
+    return self.schedule(step)
+
+  def _fit_baseline(self) -> None:
+    """The independent per-pixel baseline and the images to complete, from the data."""
+    config = self.config
+    train_split = config.data.copy_and_resolve_references()
+    train_split.eval_split = config.data.train_split  # one unaugmented, padded pass
+    self.baseline, self.num_fitted = fit_independent_baseline(
+        input_pipeline.make_eval_iterator(train_split, global_batch_size=config.eval_batch_size),
+        self.mesh, **self.levels)
+    loop.say(f'Independent per-pixel baseline fitted on {self.num_fitted} '
+             f'{config.data.train_split} images (its test NLL is reported as baseline_nll)')
+    completion_batch = next(input_pipeline.make_eval_iterator(
+        config.data, global_batch_size=config.num_completions))
+    self.test_images = parallel.shard_batch(
+        {'x': np.asarray(quantize(completion_batch['image'], **self.levels))}, self.mesh)['x']
+
+  def train_step(self, state, batch, rng):
+    return train_step(state, batch, rng, ctx=self.ctx, **self.levels)
+
+  def eval_step(self, state, batch, rng, *, final=False):
+    del rng, final  # exact and deterministic
+    return eval_step(state, batch, self.baseline, **self.levels)
+
+  def summarize(self, totals) -> dict[str, float]:
+    metrics = super().summarize(totals)
+    shape = self.info.image_shape
+    return metrics | {'bits_per_dim': float(bits_per_dim(metrics['nll'], shape)),
+                      'baseline_bits_per_dim': float(bits_per_dim(metrics['baseline_nll'], shape))}
+
+  def after_eval(self, state, step, images, rng, writer) -> dict[str, float]:
     # The same key at every evaluation: the grids change only as the model does.
-    return metrics | write_samples(sampler, state, sample_rng, test_images,
-                                   num_samples=config.num_samples,
-                                   num_levels=config.num_levels, mesh=mesh, writer=writer,
-                                   step=step)
+    return write_samples(self.sampler, state, rng, self.test_images,
+                         num_samples=self.config.num_samples,
+                         num_levels=self.config.num_levels, mesh=self.mesh, writer=writer,
+                         step=step)
 
-  state, eval_metrics = loop.train_loop(
-      state, start_step=start_step, cadence=cadence,
-      train_fn=jax.jit(functools.partial(train_step, **levels), donate_argnums=0),
-      batches=input_pipeline.make_train_iterator(
-          config.data, seed=config.seed, global_batch_size=config.batch_size,
-          start_step=start_step),
-      mesh=mesh, rng=sample_rng, evaluate=run_eval, checkpointer=checkpointer, writer=writer,
-      learning_rate=optim.learning_rate_schedule(config.optim, cadence.total_steps,
-                                                 steps_per_epoch),
-      stopper=EarlyStopping(**config.early_stopping.to_dict()))
-  m = eval_metrics
-  loop.say(
-      f'Final eval on {m["count"]} {config.data.eval_split} images at step {int(state.step)}: '
-      f'NLL {m["nll"]:.2f} nats/image ({m["bits_per_dim"]:.4f} bits/dim); independent '
-      f'per-pixel baseline fitted on {num_fitted} {config.data.train_split} images: '
-      f'{m["baseline_nll"]:.2f} nats/image ({m["baseline_bits_per_dim"]:.4f} bits/dim). '
-      f'Sampling: {m["samples_per_second"]:.2f} samples/s (batch {config.num_samples}, '
-      f'compiled once in {sampler.compile_seconds:.1f} s, not counted). Best NLL checkpoint: '
-      f'step {checkpointer.best_step()}; grids in {workdir}/images')
-  checkpointer.close()
-  writer.close()
-  return eval_metrics
+  def final_report(self, m) -> str:
+    return (f'NLL {m["nll"]:.2f} nats/image ({m["bits_per_dim"]:.4f} bits/dim); independent '
+            f'per-pixel baseline fitted on {self.num_fitted} {self.config.data.train_split} '
+            f'images: {m["baseline_nll"]:.2f} nats/image ({m["baseline_bits_per_dim"]:.4f} '
+            f'bits/dim). Sampling: {m["samples_per_second"]:.2f} samples/s (batch '
+            f'{self.config.num_samples}, compiled once in {self.sampler.compile_seconds:.1f} s, '
+            'not counted); grids in WORKDIR/images')
 
 
-def main() -> None:
-  cli.run(train_and_evaluate, description=__doc__)
+def train_and_evaluate(config, workdir: str, **kwargs) -> dict[str, float]:
+  """Trains and evaluates as `config` says; returns the final eval metrics (see `run`)."""
+  return run(PixelCnnTask(config), config, workdir, **kwargs)
 
+
+main = functools.partial(cli.run, train_and_evaluate, description=__doc__)
 
 if __name__ == '__main__':
   main()

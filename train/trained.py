@@ -11,11 +11,10 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 
-import zoo
-from train import input_pipeline, parallel, transfer
+from train import input_pipeline, parallel
+from train.core import build
 from train.checkpoint import Checkpointer
 from train.errors import UserError
 from train.state import abstract_on_mesh, create_train_state
@@ -29,20 +28,6 @@ class TrainedClassifier(NamedTuple):
   config: ml_collections.ConfigDict
   info: input_pipeline.DatasetInfo
   step: int  # Of the restored checkpoint.
-
-
-def build_model(config: ml_collections.ConfigDict, num_classes: int,
-                bn_axis_name: str | None = None) -> nn.Module:
-  """The `zoo` model the config names, for `num_classes`, computing in `config.dtype`.
-
-  `bn_axis_name` (the pmap path) makes BatchNorm average its statistics over that axis.
-  """
-  try:
-    model = zoo.create_model(config.model, num_classes=num_classes,
-                             dtype=jnp.dtype(config.dtype), **config.model_kwargs.to_dict())
-  except (ValueError, TypeError) as e:
-    raise UserError(f'config.model={config.model!r}: {e}') from None
-  return model.clone(bn_axis_name=bn_axis_name) if hasattr(model, 'bn_axis_name') else model
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -84,9 +69,9 @@ def restore_classifier(config: ml_collections.ConfigDict, workdir: str,
                     f'python -m train.classify --workdir {workdir} ...')
   mesh = mesh or parallel.make_mesh()
   info = input_pipeline.get_dataset_info(config.data)
-  model = build_model(config, info.num_classes)
+  model = build.classifier(config, info.num_classes)
   # The optimizer only shapes the checkpoint's tree; its hyperparameters do not matter here.
-  tx = transfer.make_optimizer(config, total_steps=1, steps_per_epoch=1)
+  tx = build.optimizer(config.optim, 1, 1, head_only=config.transfer.freeze_backbone)
   abstract = abstract_on_mesh(
       functools.partial(create_train_state, model, tx, input_shape=info.image_shape),
       jax.random.key(0), parallel.replicated(mesh))

@@ -10,41 +10,11 @@ with each batch's own statistics, as any train-mode step does.
 
 from typing import Any
 
-import ml_collections
-import optax
 from flax import traverse_util
 
-from train import optim
+from train.core.build import HEAD
 from train.errors import UserError
 
-HEAD = 'head'  # The last Dense layer of every zoo classifier.
-
-
-def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
-                   steps_per_epoch: int) -> optax.GradientTransformation:
-  """`config.optim`'s optimizer; with `config.transfer.freeze_backbone`, for the head only."""
-  tx = optim.make_optimizer(config.optim, total_steps, steps_per_epoch)
-  if not config.transfer.freeze_backbone:
-    return tx
-  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, _head_labels)
-
-
-def _head_labels(params: dict[str, Any]) -> dict[str, Any]:
-  if HEAD not in params:
-    raise UserError(f'config.transfer.freeze_backbone=True needs a classifier whose last layer '
-                    f'is named {HEAD!r}; this model has {", ".join(params)}.')
-  # A prefix of the parameter tree: each top-level layer's label covers all of its arrays.
-  return {name: 'train' if name == HEAD else 'frozen' for name in params}
-
-
-def keep_batch_stats(train_step):
-  """`train_step` that leaves the BatchNorm running statistics as they were (frozen backbone)."""
-
-  def step(state, batch, rng):
-    new_state, metrics = train_step(state, batch, rng)
-    return new_state.replace(batch_stats=state.batch_stats), metrics
-
-  return step
 
 
 def initialize(state: Any, source_variables: dict[str, Any], source: str) -> tuple[Any, str]:

@@ -25,7 +25,6 @@ again resumes.
 
 import functools
 import math
-from typing import Any, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -33,14 +32,13 @@ import ml_collections
 import numpy as np
 import optax
 
-import zoo
-from train import cli, image_metrics, input_pipeline, loop, optim, parallel
-from train import sr_data  # also registers the sklearn_photos dataset with TFDS
-from train.checkpoint import Checkpointer
+from train import cli, image_metrics, optim, sr_data
+from train.core import build
+from train.core import step as step_lib
+from train.core.run import run
+from train.core.task import Batch, Metrics, StepContext, Task, count_params
 from train.errors import UserError
-from train.metric_writer import MetricWriter
-from train.progress import format_metrics
-from train.state import TrainState, create_train_state, init_on_mesh
+from train.state import TrainState, create_train_state
 
 DECODERS = ('transpose', 'resize')
 
@@ -62,22 +60,23 @@ def predict(states: States, targets: jax.Array, *, scale: int) -> dict[str, jax.
   return pictures | {'target': targets}
 
 
-def train_step(states: States, batch: dict[str, jax.Array], rng: jax.Array, *,
-               scale: int) -> tuple[States, dict[str, jax.Array]]:
+def train_step(states: States, batch: Batch, rng: jax.Array, *, scale: int,
+               ctx: StepContext = StepContext()) -> tuple[States, Metrics]:
   """One optimizer step of every decoder's network on the same batch (mean absolute error)."""
-  del rng  # Nothing random: no dropout, and the degradation is fixed.
-  targets = batch['image']
-  small = sr_data.low_resolution(targets, scale)
   new_states, metrics = {}, {}
   for name, state in states.items():
-    def loss_fn(params, state=state):
-      outputs = state.apply_fn({'params': params}, small, train=True)
-      return jnp.mean(jnp.abs(outputs.astype(jnp.float32) - targets))
+    def grad_fn(params, micro_batch, rng, carry, state=state):
+      del rng  # Nothing random: no dropout, and the degradation is fixed.
+      targets = micro_batch['image']
+      small = sr_data.low_resolution(targets, scale)
+      loss, grads = jax.value_and_grad(lambda params: jnp.mean(jnp.abs(
+          state.apply_fn({'params': params}, small, train=True).astype(jnp.float32) - targets)))(
+              params)
+      return grads, {f'loss_{name}': loss}, carry
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    grads, losses, _ = step_lib.accumulate_gradients(grad_fn, state.params, batch, rng, ctx)
     new_states[name] = state.apply_gradients(grads=grads)
-    metrics[f'loss_{name}'] = loss
-    metrics[f'grad_norm_{name}'] = optax.tree.norm(grads)
+    metrics |= losses | {f'grad_norm_{name}': optax.tree.norm(grads)}
   return new_states, metrics
 
 
@@ -122,26 +121,11 @@ def summarize(totals: dict[str, float], image_shape: tuple[int, ...],
   return metrics | {'count': int(count)}
 
 
-def evaluate(eval_fn, states: States, batches: Iterable[dict[str, np.ndarray]],
-             mesh: jax.sharding.Mesh, scale: int) -> tuple[dict[str, float], np.ndarray]:
-  """The eval metrics over the split (padding excluded); also this process's first images."""
-  totals, first_images = None, None
-  for batch in batches:
-    if first_images is None:
-      first_images = batch['image'][batch['mask']]
-      image_shape = batch['image'].shape[1:]
-    sums = eval_fn(states, parallel.shard_batch(batch, mesh))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  return summarize(parallel.to_host(totals), image_shape, scale), first_images
-
-
 def build_model(config: ml_collections.ConfigDict, decoder: str):
   """The super-resolution network with `decoder`, as `config.model_kwargs` says."""
-  try:
-    return zoo.create_model(f'sr_{decoder}', scale=config.scale, dtype=jnp.dtype(config.dtype),
+  return build.create_model(f'sr_{decoder}', f'config.model_kwargs / config.scale={config.scale}',
+                            scale=config.scale, dtype=jnp.dtype(config.dtype),
                             **config.model_kwargs.to_dict())
-  except (ValueError, TypeError) as e:
-    raise UserError(f'config.model_kwargs / config.scale={config.scale}: {e}') from None
 
 
 def _check(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> None:
@@ -158,72 +142,66 @@ def _check(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int])
                     f'size {image_shape[:2]} (config.data.image_size)')
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains and evaluates as `config` says; returns the final eval metrics."""
-  for field in ('batch_size', 'eval_batch_size'):
-    parallel.check_batch_size(config[field], field)
-  mesh = parallel.make_mesh()
-  info = input_pipeline.get_dataset_info(config.data)
-  _check(config, info.image_shape)
-  height, width, channels = info.image_shape
-  input_shape = (height // config.scale, width // config.scale, channels)
-  models = {name: build_model(config, name) for name in config.decoders}
-  steps_per_epoch = max(1, info.num_train // config.batch_size)
-  cadence = loop.Cadence.from_epochs(config, steps_per_epoch)
-  tx = optim.make_optimizer(config.optim, cadence.total_steps, steps_per_epoch)
+class UpsampleTask(Task):
+  """One network per decoder on the same batches; the best checkpoint has the highest PSNR of
+  the first decoder."""
+  name = 'upsample'
+  best_mode = 'max'
 
-  def init(rng):
-    return {name: create_train_state(model, tx, jax.random.fold_in(rng, i), input_shape)
-            for i, (name, model) in enumerate(models.items())}
+  def __init__(self, config):
+    super().__init__(config)
+    self.best_metric = f'psnr_{config.decoders[0]}'
 
-  states, abstract_states = init_on_mesh(init, jax.random.key(config.seed),
-                                         parallel.replicated(mesh))
-  checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints,
-                              best_metric=f'psnr_{config.decoders[0]}')
-  states = loop.restore_latest(checkpointer, states, abstract_states)
-  start_step = int(states[config.decoders[0]].step)
-  loop.say(', '.join(f'sr_{name}: {loop.count_params(s.params):,} parameters'
-                     for name, s in states.items()) +
-           f'; x{config.scale} from {input_shape[:2]} to {(height, width)}; {info.num_train} '
-           f'training and {info.num_eval} eval examples of {config.data.dataset}; '
-           f'{cadence.total_steps} steps of {config.batch_size} on {jax.device_count()} device(s)')
+  def build(self, info, length, ctx) -> None:
+    super().build(info, length, ctx)
+    config = self.config
+    _check(config, info.image_shape)
+    self.models = {name: build_model(config, name) for name in config.decoders}
+    self.schedule = optim.learning_rate_schedule(config.optim, length.total_steps,
+                                                 length.steps_per_epoch)
+    self.tx = optim.make_optimizer(config.optim, length.total_steps, length.steps_per_epoch)
+    self.show_fn = jax.jit(functools.partial(predict, scale=config.scale))
 
-  eval_fn = jax.jit(functools.partial(eval_step, scale=config.scale))
-  show_fn = jax.jit(functools.partial(predict, scale=config.scale))
-  writer = MetricWriter(workdir)
+  def init(self, rng: jax.Array) -> States:
+    height, width, channels = self.info.image_shape
+    small = (height // self.config.scale, width // self.config.scale, channels)
+    return {name: create_train_state(model, self.tx, jax.random.fold_in(rng, i), small)
+            for i, (name, model) in enumerate(self.models.items())}
 
-  def run_eval(states, step):
-    metrics, first_images = evaluate(
-        eval_fn, states, input_pipeline.make_eval_iterator(
-            config.data, global_batch_size=config.eval_batch_size), mesh, config.scale)
-    pictures = show_fn(states, jnp.asarray(first_images[:config.num_shown]))
+  def describe(self, states: States) -> str:
+    height, width, _ = self.info.image_shape
+    return (', '.join(f'sr_{name}: {count_params(s):,} parameters' for name, s in states.items())
+            + f'; x{self.config.scale} to {(height, width)}')
+
+  def learning_rate(self, step: int) -> float:
+    return self.schedule(step)
+
+  def train_step(self, states, batch, rng):
+    return train_step(states, batch, rng, scale=self.config.scale, ctx=self.ctx)
+
+  def eval_step(self, states, batch, rng, *, final=False):
+    del rng, final  # deterministic
+    return eval_step(states, batch, scale=self.config.scale)
+
+  def summarize(self, totals) -> dict[str, float]:
+    return summarize(totals, self.info.image_shape, self.config.scale)
+
+  def after_eval(self, states, step, images, rng, writer) -> dict[str, float]:
+    pictures = self.show_fn(states, jnp.asarray(images[:self.config.num_shown]))
     # One row per example: input, bicubic, each decoder, target (jit returns keys sorted).
-    columns = ('input', 'bicubic', *config.decoders, 'target')
+    columns = ('input', 'bicubic', *self.config.decoders, 'target')
     grid = np.stack([np.asarray(pictures[name]) for name in columns], axis=1)
     writer.write_images(step, 'comparison', grid.reshape(-1, *grid.shape[2:]),
-                        scale=max(1, 128 // height), columns=len(columns))
-    return metrics
-
-  states, eval_metrics = loop.train_loop(
-      states, start_step=start_step, cadence=cadence,
-      train_fn=jax.jit(functools.partial(train_step, scale=config.scale), donate_argnums=0),
-      batches=input_pipeline.make_train_iterator(
-          config.data, seed=config.seed, global_batch_size=config.batch_size,
-          start_step=start_step),
-      mesh=mesh, rng=jax.random.key(config.seed), evaluate=run_eval,
-      checkpointer=checkpointer, writer=writer,
-      learning_rate=optim.learning_rate_schedule(config.optim, cadence.total_steps,
-                                                 steps_per_epoch))
-  loop.say(f'Final eval on {eval_metrics["count"]} {config.data.eval_split} examples at step '
-           f'{int(states[config.decoders[0]].step)}: ' + format_metrics(eval_metrics))
-  checkpointer.close()
-  writer.close()
-  return eval_metrics
+                        scale=max(1, 128 // self.info.image_shape[0]), columns=len(columns))
+    return {}
 
 
-def main() -> None:
-  cli.run(train_and_evaluate, description=__doc__)
+def train_and_evaluate(config, workdir: str, **kwargs) -> dict[str, float]:
+  """Trains and evaluates as `config` says; returns the final eval metrics (see `run`)."""
+  return run(UpsampleTask(config), config, workdir, **kwargs)
 
+
+main = functools.partial(cli.run, train_and_evaluate, description=__doc__)
 
 if __name__ == '__main__':
   main()

@@ -15,7 +15,6 @@ trained model: `python -m train.anomaly` (same flags).
 
 import functools
 import math
-from typing import Any, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -23,13 +22,14 @@ import ml_collections
 import numpy as np
 import optax
 
-import zoo
-from train import cli, input_pipeline, loop, optim, parallel
-from train.checkpoint import Checkpointer
+from train import cli, optim
+from train.core import build
+from train.core import step as step_lib
+from train.core.run import run
+from train.core.task import Batch, Metrics, StepContext, Task, count_params
 from train.errors import UserError
 from train.metric_writer import MetricWriter
-from train.progress import format_metrics
-from train.state import TrainState, create_train_state, init_on_mesh
+from train.state import TrainState, create_train_state
 from zoo import vae
 
 # The `config.binarize` values each likelihood accepts.
@@ -37,8 +37,6 @@ BINARIZE = {'bernoulli': ('dynamic', 'threshold'), 'logistic': ('none',)}
 # The grids: prior samples, test images reconstructed (and paired for interpolations), and
 # interpolation steps between a and b.
 NUM_SAMPLES, NUM_SHOWN, NUM_STEPS = 64, 32, 8
-# Independent random streams, each a key derived from `config.seed`.
-STREAMS = ('train', 'eval', 'images', 'anomaly')
 
 
 def prepare_images(images: jax.Array, rng: jax.Array, *, model: vae.VAE,
@@ -62,31 +60,40 @@ def negative_elbo(params, x: jax.Array, rng: jax.Array, *, model: vae.VAE,
                   num_bins=model.num_bins, beta=beta)
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-               model: vae.VAE, beta: float, binarize: str
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimizer step on the batch's mean loss; `rng` is folded with the step."""
-  data_rng, sample_rng = jax.random.split(jax.random.fold_in(rng, state.step))
-  x = prepare_images(batch['image'], data_rng, model=model, binarize=binarize)
+def per_example(fn, keys: jax.Array, x: jax.Array):
+  """`fn(x_i[None], key_i)` for every example i, stacked: each example draws from its own key
+  (`step.example_keys`), so the draws do not depend on how the batch is split over devices."""
+  return jax.vmap(lambda xi, key: jax.tree.map(lambda y: y[0], fn(xi[None], key)))(x, keys)
 
-  def loss_fn(params):
-    loss, reconstruction, kl = negative_elbo(params, x, sample_rng, model=model, beta=beta)
-    return loss.mean(), (reconstruction.mean(), kl.mean())
 
-  (loss, (reconstruction, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: vae.VAE, beta: float,
+               binarize: str, ctx: StepContext = StepContext()) -> tuple[TrainState, Metrics]:
+  """One optimizer step on the batch's mean loss; each image draws its binarization and its
+  posterior sample from its own key, derived from `rng`."""
+  def grad_fn(params, micro_batch, rng, carry):
+    images = micro_batch['image']
+    data_keys, sample_keys = (step_lib.example_keys(key, len(images), ctx)
+                              for key in jax.random.split(rng))
+    x = per_example(functools.partial(prepare_images, model=model, binarize=binarize),
+                    data_keys, images)
+
+    def loss_fn(params):
+      loss, reconstruction, kl = per_example(
+          functools.partial(negative_elbo, params, model=model, beta=beta), sample_keys, x)
+      return loss.mean(), (reconstruction.mean(), kl.mean())
+
+    (loss, (reconstruction, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    metrics = {'loss': loss, 'neg_elbo': reconstruction + kl, 'reconstruction': reconstruction,
+               'kl': kl}
+    return grads, metrics, carry
+
+  grads, metrics, _ = step_lib.accumulate_gradients(grad_fn, state.params, batch, rng, ctx)
   state = state.apply_gradients(grads=grads)
-  return state, {
-      'loss': loss,
-      'neg_elbo': reconstruction + kl,
-      'reconstruction': reconstruction,
-      'kl': kl,
-      'grad_norm': optax.tree.norm(grads),
-  }
+  return state, metrics | {'grad_norm': optax.tree.norm(grads)}
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-              model: vae.VAE, binarize: str, iwae_k: int = 0,
-              iwae_chunk_size: int = 50) -> dict[str, jax.Array]:
+def eval_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: vae.VAE, binarize: str,
+              iwae_k: int = 0, iwae_chunk_size: int = 50) -> Metrics:
   """Sums over the real (mask=1) examples of the bound's terms and, if `iwae_k`, of the
   importance-weighted log-likelihood. `rng` fixes the batch's binarization and samples."""
   data_rng, sample_rng, iwae_rng = jax.random.split(rng, 3)
@@ -98,26 +105,6 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
     sums['iwae_nll'] = -vae.importance_weighted_log_likelihood(
         model, {'params': state.params}, x, iwae_rng, iwae_k, chunk_size=iwae_chunk_size)
   return {name: jnp.sum(value * mask) for name, value in sums.items()} | {'count': jnp.sum(mask)}
-
-
-def evaluate(eval_fn, state: TrainState, batches: Iterable[dict[str, np.ndarray]],
-             mesh: jax.sharding.Mesh, rng: jax.Array) -> tuple[dict[str, float], np.ndarray]:
-  """Mean eval metrics over the eval split (padding excluded), in nats per image and bits per
-  dimension, and this process's first eval images. Batch i draws from `rng` folded with i."""
-  totals, first_images = None, None
-  for i, batch in enumerate(batches):
-    if first_images is None:
-      first_images = batch['image'][batch['mask']]
-      nats_to_bits_per_dim = 1 / (math.prod(batch['image'].shape[1:]) * math.log(2))
-    sums = eval_fn(state, parallel.shard_batch(batch, mesh), jax.random.fold_in(rng, i))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = parallel.to_host(totals)
-  count = totals.pop('count')
-  metrics = {name: float(total / count) for name, total in totals.items()}
-  metrics['bits_per_dim'] = metrics['neg_elbo'] * nats_to_bits_per_dim
-  if 'iwae_nll' in metrics:
-    metrics['iwae_bits_per_dim'] = metrics['iwae_nll'] * nats_to_bits_per_dim
-  return metrics | {'count': int(count)}, first_images
 
 
 def visualize(params, images: jax.Array, rng: jax.Array, *, model: vae.VAE,
@@ -146,11 +133,8 @@ def build_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, 
   """The VAE of `config.model_kwargs` for images of `image_shape`; checks `config.binarize`."""
   kwargs = config.model_kwargs.to_dict()
   kwargs['features'] = tuple(kwargs['features'])  # hashable: the model is a static argument
-  try:
-    model = zoo.create_model('vae', image_shape=tuple(image_shape),
+  model = build.create_model('vae', 'config.model_kwargs', image_shape=tuple(image_shape),
                              dtype=jnp.dtype(config.dtype), **kwargs)
-  except (ValueError, TypeError) as e:
-    raise UserError(f'config.model_kwargs: {e}') from None
   if model.likelihood not in BINARIZE:
     raise UserError(f'config.model_kwargs.likelihood={model.likelihood!r}: use one of '
                     f'{sorted(BINARIZE)}')
@@ -167,87 +151,64 @@ def build_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, 
   return model
 
 
-def init_state(config: ml_collections.ConfigDict, model: vae.VAE, mesh: jax.sharding.Mesh,
-               total_steps: int, steps_per_epoch: int) -> tuple[TrainState, TrainState]:
-  """The replicated initial state of `model` and its abstract twin (to restore into)."""
-  tx = optim.make_optimizer(config.optim, total_steps, steps_per_epoch)
-  init = functools.partial(create_train_state, model, tx, input_shape=model.image_shape)
-  return init_on_mesh(init, jax.random.key(config.seed), parallel.replicated(mesh))
+class VaeTask(Task):
+  """The negative ELBO; the best checkpoint has the lowest eval neg_elbo."""
+  name = 'vae'
+  best_metric = 'neg_elbo'
+  best_mode = 'min'
 
+  def build(self, info, length, ctx) -> None:
+    super().build(info, length, ctx)
+    self.model = build_model(self.config, info.image_shape)
+    self.schedule = optim.learning_rate_schedule(self.config.optim, length.total_steps,
+                                                 length.steps_per_epoch)
+    self.tx = optim.make_optimizer(self.config.optim, length.total_steps, length.steps_per_epoch)
+    self.show_fn = jax.jit(functools.partial(visualize, model=self.model,
+                                             binarize=self.config.binarize))
 
-def make_checkpointer(config: ml_collections.ConfigDict, workdir: str) -> Checkpointer:
-  return Checkpointer(workdir, keep=config.keep_checkpoints, best_metric='neg_elbo',
-                      best_mode='min')
+  def init(self, rng: jax.Array) -> TrainState:
+    return create_train_state(self.model, self.tx, rng, self.model.image_shape)
 
+  def describe(self, state: TrainState) -> str:
+    return f'vae: {count_params(state):,} parameters, {self.model.likelihood} likelihood'
 
-def stream_rng(config: ml_collections.ConfigDict, name: str) -> jax.Array:
-  """The key of the random stream `name` (one of `STREAMS`), from `config.seed`."""
-  return jax.random.fold_in(jax.random.key(config.seed), 1 + STREAMS.index(name))
+  def learning_rate(self, step: int) -> float:
+    return self.schedule(step)
 
+  def train_step(self, state, batch, rng):
+    return train_step(state, batch, rng, model=self.model, beta=self.config.beta,
+                      binarize=self.config.binarize, ctx=self.ctx)
 
-def make_eval_fn(config: ml_collections.ConfigDict, model: vae.VAE, *, iwae_k: int):
-  return jax.jit(functools.partial(eval_step, model=model, binarize=config.binarize,
-                                   iwae_k=iwae_k, iwae_chunk_size=config.iwae_chunk_size))
+  def eval_step(self, state, batch, rng, *, final=False):
+    return eval_step(state, batch, step_lib.device_key(rng, self.ctx), model=self.model,
+                     binarize=self.config.binarize, iwae_k=self.config.iwae_k if final else 0,
+                     iwae_chunk_size=self.config.iwae_chunk_size)
 
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains and evaluates as `config` says; returns the final eval metrics."""
-  for field in ('batch_size', 'eval_batch_size'):
-    parallel.check_batch_size(config[field], field)
-  mesh = parallel.make_mesh()
-  info = input_pipeline.get_dataset_info(config.data)
-  model = build_model(config, info.image_shape)
-  steps_per_epoch = max(1, info.num_train // config.batch_size)
-  cadence = loop.Cadence.from_epochs(config, steps_per_epoch)
-  state, abstract_state = init_state(config, model, mesh, cadence.total_steps, steps_per_epoch)
-  checkpointer = make_checkpointer(config, workdir)
-  state = loop.restore_latest(checkpointer, state, abstract_state)
-  start_step = int(state.step)
-  loop.say(f'vae: {loop.count_params(state.params):,} parameters, {model.likelihood} '
-           f'likelihood; {info.num_train} training and {info.num_eval} eval examples of '
-           f'{config.data.dataset} {info.image_shape}; {cadence.total_steps} steps of '
-           f'{config.batch_size} on {jax.device_count()} device(s)')
-
-  eval_fn, final_eval_fn = (make_eval_fn(config, model, iwae_k=k) for k in (0, config.iwae_k))
-  show_fn = jax.jit(functools.partial(visualize, model=model, binarize=config.binarize))
-  writer = MetricWriter(workdir)
-  scale = max(1, 64 // info.image_shape[0])  # small images, such as 8x8 digits, enlarged
-
-  def run_eval(state, step):
-    metrics, first_images = evaluate(
-        final_eval_fn if step >= cadence.total_steps else eval_fn, state,
-        input_pipeline.make_eval_iterator(config.data, global_batch_size=config.eval_batch_size),
-        mesh, stream_rng(config, 'eval'))
+  def summarize(self, totals) -> dict[str, float]:
+    metrics = super().summarize(totals)
+    nats_to_bits_per_dim = 1 / (math.prod(self.info.image_shape) * math.log(2))
+    metrics['bits_per_dim'] = metrics['neg_elbo'] * nats_to_bits_per_dim
     if 'iwae_nll' in metrics:
-      metrics['iwae_k'] = float(config.iwae_k)
-    grids = show_fn(state.params, jnp.asarray(first_images[:NUM_SHOWN]),
-                    stream_rng(config, 'images'))
+      metrics['iwae_bits_per_dim'] = metrics['iwae_nll'] * nats_to_bits_per_dim
+      metrics['iwae_k'] = float(self.config.iwae_k)
+    return metrics
+
+  def after_eval(self, state, step: int, images: np.ndarray, rng: jax.Array,
+                 writer: MetricWriter) -> dict[str, float]:
+    grids = self.show_fn(state.params, jnp.asarray(images[:NUM_SHOWN]), rng)
+    scale = max(1, 64 // self.info.image_shape[0])  # small images, such as 8x8 digits, enlarged
     for name, columns in (('samples', 8), ('reconstructions', 8),
                           ('interpolations', NUM_STEPS + 2)):
       writer.write_images(step, name, np.asarray(grids[name]), scale=scale, columns=columns)
-    return metrics
-
-  state, eval_metrics = loop.train_loop(
-      state, start_step=start_step, cadence=cadence,
-      train_fn=jax.jit(functools.partial(train_step, model=model, beta=config.beta,
-                                         binarize=config.binarize), donate_argnums=0),
-      batches=input_pipeline.make_train_iterator(
-          config.data, seed=config.seed, global_batch_size=config.batch_size,
-          start_step=start_step),
-      mesh=mesh, rng=stream_rng(config, 'train'), evaluate=run_eval, checkpointer=checkpointer,
-      writer=writer,
-      learning_rate=optim.learning_rate_schedule(config.optim, cadence.total_steps,
-                                                 steps_per_epoch))
-  loop.say(f'Final eval on {eval_metrics["count"]} {config.data.eval_split} examples at step '
-           f'{int(state.step)}: ' + format_metrics(eval_metrics))
-  checkpointer.close()
-  writer.close()
-  return eval_metrics
+    return {}
 
 
-def main() -> None:
-  cli.run(train_and_evaluate, description=__doc__)
+def train_and_evaluate(config, workdir: str, **kwargs) -> dict[str, float]:
+  """Trains and evaluates as `config` says; returns the final eval metrics (see `run`)."""
+  return run(VaeTask(config), config, workdir, **kwargs)
 
+
+main = functools.partial(cli.run, train_and_evaluate, description=__doc__)
 
 if __name__ == '__main__':
   main()

@@ -1,0 +1,50 @@
+"""Models and optimizers from a config: the one place every task and loader builds them."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+import zoo
+from train import optim
+from train.errors import UserError
+
+HEAD = 'head'  # The last Dense layer of every zoo classifier.
+
+
+def create_model(name: str, field: str, **kwargs) -> nn.Module:
+  """`zoo.create_model(name, **kwargs)`; a bad name or field is a UserError naming `field`."""
+  try:
+    return zoo.create_model(name, **kwargs)
+  except (ValueError, TypeError) as e:
+    raise UserError(f'{field}: {e}') from None
+
+
+def classifier(config: ml_collections.ConfigDict, num_classes: int,
+               bn_axis_name: str | None = None) -> nn.Module:
+  """The `zoo` classifier `config.model` names, for `num_classes`, computing in `config.dtype`.
+
+  `bn_axis_name` (the pmap path) makes BatchNorm average its statistics over that axis.
+  """
+  model = create_model(config.model, f'config.model={config.model!r}', num_classes=num_classes,
+                       dtype=jnp.dtype(config.dtype), **config.model_kwargs.to_dict())
+  return model.clone(bn_axis_name=bn_axis_name) if hasattr(model, 'bn_axis_name') else model
+
+
+def optimizer(optim_config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int,
+              *, head_only: bool = False) -> optax.GradientTransformation:
+  """`optim_config`'s optimizer; with `head_only`, the classifier `head` alone gets updates."""
+  tx = optim.make_optimizer(optim_config, total_steps, steps_per_epoch)
+  if not head_only:
+    return tx
+  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, _head_labels)
+
+
+def _head_labels(params: dict[str, Any]) -> dict[str, Any]:
+  if HEAD not in params:
+    raise UserError(f'config.transfer.freeze_backbone=True needs a classifier whose last layer '
+                    f'is named {HEAD!r}; this model has {", ".join(params)}.')
+  # A prefix of the parameter tree: each top-level layer's label covers all of its arrays.
+  return {name: 'train' if name == HEAD else 'frozen' for name in params}

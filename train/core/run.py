@@ -1,0 +1,135 @@
+"""`run(task, config, workdir)`: the one driver every entry point shares.
+
+The task says what to compute (`train.core.task.Task`); `run` owns the rest: the device mesh, jit
+or pmap (`config.parallelism`), gradient accumulation (`config.grad_accum_steps`, through the
+task's use of `step.accumulate_gradients`), the computation dtype (`config.dtype`, read by the
+task's models), the training data's fixed shards (`config.data.shards`), checkpoints and resume,
+metrics.jsonl and TensorBoard, early stopping, the final report, and closing every resource in
+`finally`. Callers observe each evaluation through `hooks` (hyperparameter tuning reports
+intermediate values there; a hook may raise, e.g. `optuna.TrialPruned`, to stop the run).
+"""
+
+import dataclasses
+from typing import Any, Callable, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from train import input_pipeline, loop, parallel, trained
+from train.checkpoint import Checkpointer
+from train.core.task import Length, StepContext, Task, state_step
+from train.early_stopping import EarlyStopping
+from train.metric_writer import MetricWriter
+from train.state import init_on_mesh
+
+# hook(step, eval_metrics), called after every evaluation has been written and saved.
+EvalHook = Callable[[int, dict[str, float]], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Streams:
+  """The run's independent random streams, each derived once from `config.seed`."""
+  init: jax.Array  # the initial state
+  train: jax.Array  # folded with the step: dropout, noise, binarization
+  eval: jax.Array  # folded with the eval batch index: the same at every evaluation
+  images: jax.Array  # grids and samples written after evaluations
+
+  @classmethod
+  def from_seed(cls, seed: int) -> 'Streams':
+    root = jax.random.key(seed)
+    init, train = jax.random.split(root)
+    return cls(init, train, jax.random.fold_in(root, 2), jax.random.fold_in(root, 3))
+
+
+def check_batch_sizes(config: ml_collections.ConfigDict) -> None:
+  parallel.check_batch_size(config.batch_size, 'batch_size', config.grad_accum_steps)
+  parallel.check_batch_size(config.eval_batch_size, 'eval_batch_size')
+
+
+def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
+        hooks: Sequence[EvalHook] = ()) -> dict[str, float]:
+  """Trains `task` as `config` says, resuming from `workdir`; returns the final eval metrics."""
+  check_batch_sizes(config)
+  mesh = parallel.make_mesh()
+  parallelism = parallel.make_parallelism(config.parallelism, mesh)
+  info = input_pipeline.get_dataset_info(config.data)
+  steps_per_epoch = max(1, info.num_train // config.batch_size)
+  cadence = loop.Cadence.from_config(config, steps_per_epoch)
+  ctx = StepContext(axis_name=parallelism.axis_name, grad_accum_steps=config.grad_accum_steps)
+  task.build(info, Length(cadence.total_steps, steps_per_epoch), ctx)
+  streams = Streams.from_seed(config.seed)
+  state, abstract_state = init_on_mesh(task.init, streams.init, parallel.replicated(mesh))
+  checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints,
+                              best_metric=task.best_metric, best_mode=task.best_mode)
+  writer = None
+  try:
+    trained.save_config(config, workdir)
+    if checkpointer.latest_step() is None:
+      state = task.warm_start(state)
+    state = loop.restore_latest(checkpointer, state, abstract_state)
+    start_step = int(state_step(state))
+    loop.say(f'{task.describe(state)}; {info.num_train} training and {info.num_eval} eval '
+             f'examples of {config.data.dataset} {info.image_shape}; {cadence.total_steps} '
+             f'steps of {config.batch_size} on {jax.device_count()} device(s) with '
+             f'{config.parallelism}')
+    writer = MetricWriter(workdir)
+    train_fn = parallelism.compile(_train_step(task, ctx), donate_state=True, with_rng=True)
+    # Compiled on first use: the final evaluation's step may differ (see Task.eval_step).
+    eval_fns = {final: parallelism.compile(_eval_step(task, ctx, final), with_rng=True)
+                for final in (False, True)}
+
+    def evaluate(state: Any, step: int) -> dict[str, float]:
+      batches = input_pipeline.make_eval_iterator(config.data,
+                                                  global_batch_size=config.eval_batch_size)
+      eval_fn = eval_fns[step >= cadence.total_steps]
+      metrics, images = evaluate_split(task, eval_fn, state, batches, parallelism, streams.eval)
+      return metrics | task.after_eval(parallelism.get_state(state), step, images,
+                                       streams.images, writer)
+
+    state, metrics = loop.train_loop(
+        parallelism.put_state(state), start_step=start_step, cadence=cadence,
+        train_fn=train_fn, batches=input_pipeline.make_train_iterator(
+            config.data, seed=config.seed, global_batch_size=config.batch_size,
+            start_step=start_step),
+        mesh=mesh, rng=streams.train, evaluate=evaluate, checkpointer=checkpointer,
+        writer=writer, learning_rate=task.learning_rate,
+        stopper=EarlyStopping(**config.early_stopping.to_dict()), parallelism=parallelism,
+        hooks=hooks, on_log=task.after_log)
+    loop.say(f'Final eval on {metrics["count"]} {config.data.eval_split} examples at step '
+             f'{checkpointer.latest_step()}: {task.final_report(metrics)} (best '
+             f'{task.best_metric} checkpoint: step {checkpointer.best_step()})')
+    return metrics
+  finally:
+    checkpointer.close()
+    if writer:
+      writer.close()
+
+
+def _train_step(task: Task, ctx: StepContext):
+  def step(state, batch, rng):
+    return task.train_step(state, batch, jax.random.fold_in(rng, state_step(state)))
+  return step
+
+
+def _eval_step(task: Task, ctx: StepContext, final: bool):
+  def step(state, batch, rng):
+    sums = task.eval_step(state, batch, rng, final=final)
+    return jax.lax.psum(sums, ctx.axis_name) if ctx.axis_name else sums
+  return step
+
+
+def evaluate_split(task: Task, eval_fn, state: Any, batches: Iterable[dict[str, np.ndarray]],
+                   parallelism: parallel.JitParallelism | parallel.PmapParallelism,
+                   rng: jax.Array) -> tuple[dict[str, float], np.ndarray]:
+  """The task's eval metrics over every example of the split (padding excluded), and this
+  process's first real images. Batch i draws from `rng` folded with i."""
+  totals, images = None, None
+  for i, batch in enumerate(batches):
+    if images is None:
+      images = batch['image'][batch['mask']]
+    sums = eval_fn(state, parallelism.shard_batch(batch), jax.random.fold_in(rng, i))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = parallelism.get_output(totals)
+  return task.summarize(totals) | {'count': int(totals['count'])}, images
