@@ -14,10 +14,12 @@ training images; the floor: the 360 real test images against the same.
 Expected: see docs/gan.md (measured on a 2-core CPU).
 """
 
-from configs import gan_base
+from configs import common, gan_base
 
 
-def get_config():
+def get_config(variant: str = ''):
+  """`:tiny`: networks of width 4, 4 steps, 72 samples scored (for tests)."""
+  tiny = common.parse_variant('configs/digits_dcgan.py', variant, ('tiny',))
   config = gan_base.get_config()
   config.data.dataset = 'sklearn_digits'
   config.data.image_size = (8, 8)  # the dataset's own size
@@ -33,4 +35,10 @@ def get_config():
   config.eval.num_grid = 100
   config.eval.grid_size = (16, 16)  # as the classifier sees them
   config.eval.grid_scale = 4
+  config.eval_batch_size = 120
+  if tiny:
+    common.tiny(config)
+    config.generator.kwargs.update(dict(width=4, latent_dim=8))
+    config.discriminator.kwargs.width = 4
+    config.eval.update(dict(num_samples=72, batch_size=32, num_splits=4, num_grid=16))
   return config

@@ -15,6 +15,7 @@ from PIL import Image
 from sklearn import datasets as sk_datasets
 
 import zoo
+from configs import common
 from configs import photos_sr
 from train import image_metrics, input_pipeline, optim, parallel, sr_data, upsample
 from train.core import run as run_lib
@@ -118,7 +119,7 @@ def test_patch_corners_keep_test_tiles_out_of_training_windows():
 
 
 def _tiny_states(mesh, scale=2):
-  tx = optim.make_optimizer(optim.default_optim_config(name='adam', learning_rate=3e-3,
+  tx = optim.make_optimizer(common.optim(name='adam', learning_rate=3e-3,
                                                        schedule='constant'), 100, 10)
   init = lambda rng: {name: create_train_state(
       zoo.create_model(f'sr_{name}', scale=scale, features=8, num_convs=1), tx,

@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn import metrics as sk_metrics
 
+from configs import common
 from configs import digits_vae
 from train import anomaly, input_pipeline, optim, parallel
 from train import config as config_lib
@@ -51,7 +52,7 @@ def _tiny_config(data_dir, variant='', **changes):
 
 
 def _tiny_state(mesh, model):
-  tx = optim.make_optimizer(optim.default_optim_config(name='adam', learning_rate=1e-2,
+  tx = optim.make_optimizer(common.optim(name='adam', learning_rate=1e-2,
                                                        schedule='constant'), 100, 10)
   init = functools.partial(create_train_state, model, tx, input_shape=model.image_shape)
   return init_on_mesh(init, jax.random.key(0), parallel.replicated(mesh))[0]

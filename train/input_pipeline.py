@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from configs.common import data as default_config  # the `config.data` fields
 from train import augment as augment_lib
 from train import image_folder
 from train import tfds_source
@@ -46,26 +47,6 @@ class DatasetInfo:
   num_train: int
   num_eval: int
   class_names: tuple[str, ...]
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """The `config.data` fields and their defaults; a recipe's `data` is laid over these."""
-  return ml_collections.ConfigDict(dict(
-      dataset='sklearn_digits',  # A TFDS name, or 'folder:/path/to/images'.
-      data_dir='',  # TFDS data_dir; '' means the TFDS default.
-      train_split='train',
-      eval_split='test',
-      image_size=(16, 16),  # (height, width) to resize to; () keeps the dataset's own size.
-      shuffle_buffer=10_000,
-      shards=0,  # Training streams; 0: one per process. A fixed number makes the batches
-      # (and so the results) the same whatever the number of processes that divides it.
-      normalization='featurewise',  # One of NORMALIZATIONS.
-      mean=(),  # Per channel, on the [0, 1] scale, for 'per_channel'.
-      std=(),
-      augment=dict(augment_lib.DEFAULTS),
-      folder_test_fraction=0.2,  # For folders without train/ and test/ subfolders.
-      classes=(),  # Labels to keep, e.g. (0, 1, ..., 8); () keeps every class.
-  ))
 
 
 def get_dataset_info(data_config) -> DatasetInfo:
