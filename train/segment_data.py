@@ -33,35 +33,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from train import digit_scenes  # pylint: disable=unused-import  (registers digit_scenes)
+from configs.segment_base import AUGMENT, data as default_config  # the `config.data` fields
 from train import image_folder, input_pipeline, tfds_source
 from train.errors import UserError
 
-AUGMENT_DEFAULTS = dict(flip=False, scale=(1.0, 1.0))
 # Mask colours and label values are 8-bit.
 _NUM_VALUES = 256
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """The `config.data` fields and their defaults; a recipe's `data` is laid over these."""
-  return ml_collections.ConfigDict(dict(
-      dataset='digit_scenes',  # A TFDS name, or 'folder:/path/to/data'.
-      data_dir='',  # TFDS data_dir; '' means the TFDS default.
-      train_split='train',
-      eval_split='test',
-      image_key='image',  # TFDS features holding the image and the mask.
-      mask_key='segmentation_mask',
-      image_size=(),  # (height, width) to resize to; () keeps the dataset's own size.
-      class_names=(),  # Needed when the dataset does not name its classes.
-      label_map=(),  # label_map[raw value] = class or ignore_label; () keeps the values.
-      ignore_label=255,
-      palette=(),  # Colour masks: the (r, g, b) of each class, in class order.
-      mean=(),  # Per channel, on the [0, 1] scale; () leaves images in [0, 1].
-      std=(),
-      shuffle_buffer=10_000,
-      shards=0,  # Training streams; see input_pipeline.default_config.
-      folder_test_fraction=0.2,
-      augment=dict(AUGMENT_DEFAULTS),  # flip: left-right; scale: (low, high) zoom, then crop.
-  ))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,10 +62,10 @@ def complete(data_config) -> ml_collections.ConfigDict:
                     f'{", ".join(config)}.')
   config.update(data_config.to_dict() if hasattr(data_config, 'to_dict') else data_config)
   augment = dict(config.augment)
-  if set(augment) - set(AUGMENT_DEFAULTS):
-    raise UserError(f'data.augment has unknown field(s) {sorted(set(augment) - set(AUGMENT_DEFAULTS))}; '
-                    f'known: {", ".join(AUGMENT_DEFAULTS)}.')
-  config.augment = {**AUGMENT_DEFAULTS, **augment}
+  if set(augment) - set(AUGMENT):
+    raise UserError(f'data.augment has unknown field(s) {sorted(set(augment) - set(AUGMENT))}; '
+                    f'known: {", ".join(AUGMENT)}.')
+  config.augment = {**AUGMENT, **augment}
   low, high = config.augment['scale']
   if not 0 < low <= high:
     raise UserError(f'data.augment.scale={tuple(config.augment["scale"])!r}: expected '
@@ -134,6 +111,14 @@ def prepare_image(data_config, image: bytes) -> np.ndarray:
   image = tf.io.decode_image(image, channels=shape[-1], expand_animations=False)
   return _normalize(config, _resize(tf.image.convert_image_dtype(image, tf.float32),
                                     shape[:2], 'bilinear')).numpy()
+
+
+def displayable(data_config, images: np.ndarray) -> np.ndarray:
+  """Batch images (N, H, W, C) back on the [0, 1] scale, as RGB (N, H, W, 3), for grids."""
+  config = complete(data_config)
+  if config.mean:
+    images = images * np.asarray(config.std, np.float32) + np.asarray(config.mean, np.float32)
+  return np.broadcast_to(images, (*images.shape[:3], 3)) if images.shape[-1] == 1 else images
 
 
 def augment_pair(image: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, *, flip: bool,
