@@ -6,7 +6,6 @@ import os
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
@@ -179,7 +178,7 @@ def test_a_mask_folder_trains_and_predict_writes_masks_and_overlays(tiny_config,
   root = _folder(tmp_path / 'data', count=12)
   config = tiny_config('configs/digits_segment.py:tiny', batch_size=4, eval_batch_size=4,
                        num_steps=4, num_shown=2)
-  config.data = _folder_data(root, augment=dict(flip=True, scale=(0.8, 1.25)))
+  config.data = _folder_data(root, shards=4, augment=dict(flip=True, scale=(0.8, 1.25)))
   config.eval_every_epochs = config.checkpoint_every_epochs = 1.0  # 8 // 4 = 2 steps
   final = segment.train_and_evaluate(config, str(tmp_path / 'run'))
   assert final['count'] == 4

@@ -54,7 +54,7 @@ def get_dataset_info(data_config) -> DatasetInfo:
   source = _source(config)
   return DatasetInfo(
       num_classes=len(source.class_names),
-      image_shape=_output_shape(source, config),
+      image_shape=output_shape(source, config),
       num_train=source.num_examples(config.train_split),
       num_eval=source.num_examples(config.eval_split),
       class_names=tuple(source.class_names),
@@ -68,7 +68,7 @@ def normalization_stats(data_config) -> tuple[np.ndarray, np.ndarray]:
   pipeline does. 'samplewise' has no such constants (each image uses its own): UserError.
   """
   config = _complete(data_config)
-  shape = _output_shape(_source(config), config)
+  shape = output_shape(_source(config), config)
   if config.normalization == 'samplewise':
     raise UserError("data.normalization='samplewise' standardizes each image by itself; it has "
                     'no fixed statistics.')
@@ -185,7 +185,7 @@ def preprocess_for_prediction(data_config, image: bytes | np.ndarray) -> np.ndar
   statistics). Bytes that are no image raise `tf.errors.InvalidArgumentError`.
   """
   config = _complete(data_config)
-  shape = _output_shape(_source(config), config)
+  shape = output_shape(_source(config), config)
   if isinstance(image, np.ndarray):
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
       raise UserError(f'expected a uint8 (H, W) or (H, W, C) image; got {image.dtype} '
@@ -320,7 +320,7 @@ class _ClassSubset:
     return self._counts[split, index, count]
 
 
-def _output_shape(source: Source, config) -> tuple[int, int, int]:
+def output_shape(source: Source, config) -> tuple[int, int, int]:
   height, width, channels = source.image_shape
   if config.image_size:
     height, width = config.image_size
@@ -335,7 +335,7 @@ def _preprocessor(source: Source, config, augment_key: tf.Tensor | None = None):
 
   With an `augment_key` (training) images are augmented, seeded by (key, position).
   """
-  shape = _output_shape(source, config)
+  shape = output_shape(source, config)
   augment = augment_lib.make_augment(config.augment) if augment_key is not None else None
   normalize = _normalizer(config, shape)
 

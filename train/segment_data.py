@@ -32,7 +32,7 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from train import digit_scenes  # pylint: disable=unused-import  (registers digit_scenes)
+from train import digit_scenes  # noqa: F401  (registers digit_scenes with TFDS)
 from configs.segment_base import AUGMENT, data as default_config  # the `config.data` fields
 from train import image_folder, input_pipeline, tfds_source
 from train.errors import UserError
@@ -78,7 +78,7 @@ def complete(data_config) -> ml_collections.ConfigDict:
 def get_dataset_info(data_config) -> DatasetInfo:
   config = complete(data_config)
   source = _source(config)
-  return DatasetInfo(_class_names(source, config), _output_shape(source, config),
+  return DatasetInfo(_class_names(source, config), input_pipeline.output_shape(source, config),
                      source.num_examples(config.train_split),
                      source.num_examples(config.eval_split))
 
@@ -107,7 +107,7 @@ def prepare_image(data_config, image: bytes) -> np.ndarray:
   """An image file's contents as the eval pipeline hands it to the model: float32 (H, W, C).
   Bytes that are no image raise `tf.errors.InvalidArgumentError`."""
   config = complete(data_config)
-  shape = _output_shape(_source(config), config)
+  shape = input_pipeline.output_shape(_source(config), config)
   image = tf.io.decode_image(image, channels=shape[-1], expand_animations=False)
   return _normalize(config, _resize(tf.image.convert_image_dtype(image, tf.float32),
                                     shape[:2], 'bilinear')).numpy()
@@ -152,7 +152,7 @@ def augment_pair(image: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, *, flip: 
 
 def _preprocessor(source, config, augment_key: tf.Tensor | None = None):
   """A function (example, position) -> {'image': float32 normalized, 'label': int32 (H, W)}."""
-  shape = _output_shape(source, config)
+  shape = input_pipeline.output_shape(source, config)
   table = tf.constant(_label_table(config, len(_class_names(source, config))), tf.int32)
 
   def preprocess(example, position=None):
@@ -207,16 +207,6 @@ def _class_names(source, config) -> tuple[str, ...]:
     raise UserError(f'{source.name} does not name its classes: set data.class_names to the '
                     "name of each class, in label order (e.g. ('background', 'cat')).")
   return names
-
-
-def _output_shape(source, config) -> tuple[int, int, int]:
-  height, width, channels = source.image_shape
-  if config.image_size:
-    height, width = config.image_size
-  elif height is None or width is None:
-    raise UserError(f'the images of {source.name} vary in size: set data.image_size = '
-                    '(height, width) to resize them (and their masks) to.')
-  return height, width, channels
 
 
 def _source(config):
