@@ -6,8 +6,8 @@ photographs, 11 classes: background + 10 digits), fully offline.
 
 `:transpose` (the default) upsamples with stride-2 transposed convolutions, `:resize` with
 nearest resizing then a 3x3 convolution; `:tiny` (e.g. `:resize+tiny`) is a 4-step run for
-tests. Trains 3 epochs (375 steps of 16) on the 2,000 training scenes (random zoom 0.8-1.25 and left-right flips) and
-evaluates on the 400 test scenes; measured results are in docs/segment.md.
+tests. Trains 2 epochs (250 steps of 16) on the 2,000 training scenes (random zoom 0.8-1.25 and
+left-right flips) and evaluates on the 400 test scenes; measured results are in docs/segment.md.
 """
 
 import ml_collections
@@ -26,11 +26,11 @@ def get_config(variant: str = 'transpose') -> ml_collections.ConfigDict:
   config.data = segment_base.data(augment=dict(flip=True, scale=(0.8, 1.25)))
   config.batch_size = 16
   config.eval_batch_size = 100
-  config.num_epochs = 3.0
+  config.num_epochs = 2.0
   config.optim = common.optim(name='adam', learning_rate=3e-3, weight_decay=0.0)
   config.log_every_steps = 25
-  config.eval_every_epochs = 1.5
-  config.checkpoint_every_epochs = 1.5
+  config.eval_every_epochs = 1.0
+  config.checkpoint_every_epochs = 1.0
   config.keep_checkpoints = 2
   config.num_shown = 6  # examples in each grid
   if 'tiny' in parts:
