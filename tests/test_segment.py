@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 import zoo
 from configs import segment_base
 from train import cli, predict, segment, segment_data, segment_metrics
+from train.checkpoint import Checkpointer
 from train.errors import UserError
 
 IGNORE = 255
@@ -209,8 +210,13 @@ def _mock_pets(builder, split, decoders=None, **kwargs):
                                              'segmentation_mask': encode(masks)})
 
 
-def test_oxford_iiit_pet_trains_under_mock_data(tiny_config, tmp_path):
+def test_oxford_iiit_pet_trains_under_mock_data(tiny_config, tmp_path, monkeypatch):
   config = tiny_config('configs/pets_segment.py:tiny')
+  # mock_data swaps in a fake file system while a dataset is built (each evaluation builds
+  # one); an asynchronous checkpoint write still running then would land in it.
+  save = Checkpointer.save
+  monkeypatch.setattr(Checkpointer, 'save',
+                      lambda self, *args, **kwargs: (save(self, *args, **kwargs), self.wait()))
   with tfds.testing.mock_data(num_examples=32, as_dataset_fn=_mock_pets):
     final = segment.train_and_evaluate(config, str(tmp_path / 'pets'))
   assert final['count'] == 32
