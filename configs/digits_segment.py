@@ -7,7 +7,9 @@ photographs, 11 classes: background + 10 digits), fully offline.
 `:transpose` (the default) upsamples with stride-2 transposed convolutions, `:resize` with
 nearest resizing then a 3x3 convolution; `:tiny` (e.g. `:resize+tiny`) is a 4-step run for
 tests. Trains 2 epochs (250 steps of 16) on the 2,000 training scenes (random zoom 0.8-1.25 and
-left-right flips) and evaluates on the 400 test scenes; measured results are in docs/segment.md.
+left-right flips) and evaluates on the 400 test scenes. Measured (test split, step 250, not
+converged): mean IoU 0.088 (transpose) / 0.082 (resize), pixel accuracy 0.903 for both,
+checkerboard score -33.3 dB / -44.5 dB (ground truth -30.0 dB); see docs/segment.md.
 """
 
 import ml_collections
