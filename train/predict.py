@@ -1,4 +1,6 @@
-"""Classify image files with a trained classifier: `python -m train.predict --workdir DIR IMAGES`.
+"""Classify or segment image files with a trained model.
+
+    python -m train.predict --workdir DIR IMAGES
 
     python -m train.predict --workdir runs/digits_cnn my_digit.png more_digits/ [--top_k 3]
 
@@ -7,6 +9,11 @@ each image exactly as that run's eval pipeline does (decode to the dataset's cha
 the model's input size, rescale, normalize with the run's statistics) and prints one line per
 image: its path and the top-k classes with their probabilities. Folders are searched
 recursively for .png, .jpg, .jpeg, .bmp and .gif files.
+
+    python -m train.predict --workdir runs/seg_resize scene.png --output masks/
+
+On a `train.segment` run it writes each image's mask PNG and colour overlay into the --output
+folder instead (train/segment_predict.py).
 """
 
 import argparse
@@ -18,6 +25,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
+from train import segment_predict
 from train.core import cli, trained
 from train.core.errors import UserError
 from train.data import pipeline as input_pipeline
@@ -86,14 +94,21 @@ def predict(workdir: str, paths: Sequence[str], top_k: int = 3) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--workdir', required=True, help='the workdir of a train.classify run')
+  parser.add_argument('--workdir', required=True,
+                      help='the workdir of a train.classify or train.segment run')
   parser.add_argument('--top_k', type=int, default=3, help='classes to print per image')
+  parser.add_argument('--output', default='',
+                      help='segmentation runs: the folder to write masks and overlays into')
   parser.add_argument('images', nargs='+', help='image files and folders of them')
   args = parser.parse_args(argv)
   try:
     if args.top_k < 1:
       raise UserError(f'--top_k={args.top_k}: expected at least 1.')
-    for line in predict(args.workdir, args.images, args.top_k):
+    if segment_predict.is_segmentation_run(args.workdir):
+      lines = segment_predict.predict_masks(args.workdir, find_images(args.images), args.output)
+    else:
+      lines = predict(args.workdir, args.images, args.top_k)
+    for line in lines:
       print(line)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

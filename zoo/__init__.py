@@ -7,6 +7,7 @@ from zoo import efficientnet, mobilenet  # register the mobile classifiers
 from zoo import dcgan, decoders, vae  # register the generative models
 from zoo import pixelcnn  # register the PixelCNNs
 from zoo import inception  # register Inception-v3, the FID network
+from zoo import fcn, unet  # register the segmentation models
 from zoo.pretrained_config import PretrainedConfig, Preprocessing, pretrained_config
 from zoo.weights import ConversionError, load_pretrained, save_pretrained
 

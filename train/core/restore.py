@@ -10,7 +10,6 @@ from train.core.checkpoint import Checkpointer
 from train.core.errors import UserError
 from train.core.state import abstract_on_mesh
 from train.core.task import Length, StepContext, Task
-from train.data import pipeline as input_pipeline
 
 
 def restore_state(task: Task, workdir: str, *, which: str | int = 'latest',
@@ -20,7 +19,7 @@ def restore_state(task: Task, workdir: str, *, which: str | int = 'latest',
   ('latest', 'best' by the task's metric, or a step) replicated over `mesh`; returns it and its
   step. No state is computed: the checkpoint restores into an abstract one."""
   mesh = mesh or parallel.make_mesh()
-  info = input_pipeline.get_dataset_info(data_config or task.config.data)
+  info = task.pipeline.get_dataset_info(data_config or task.config.data)
   # The optimizer's schedule does not shape the state: any step counts will do.
   task.build(info, Length(total_steps=1, steps_per_epoch=1), StepContext())
   abstract = abstract_on_mesh(task.init, jax.random.key(0), parallel.replicated(mesh))

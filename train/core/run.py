@@ -23,7 +23,6 @@ from train.core.early_stopping import EarlyStopping
 from train.core.state import init_on_mesh
 from train.core.task import Length, StepContext, Task, state_step
 from train.core.writer import MetricWriter
-from train.data import pipeline as input_pipeline
 
 # hook(step, eval_metrics), called after every evaluation has been written and saved.
 EvalHook = Callable[[int, dict[str, float]], None]
@@ -55,7 +54,7 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
   check_batch_sizes(config)
   mesh = parallel.make_mesh()
   parallelism = parallel.make_parallelism(config.parallelism, mesh)
-  info = input_pipeline.get_dataset_info(config.data)
+  info = task.pipeline.get_dataset_info(config.data)
   steps_per_epoch = max(1, info.num_train // config.batch_size)
   cadence = loop.Cadence.from_config(config, steps_per_epoch)
   ctx = StepContext(axis_name=parallelism.axis_name, grad_accum_steps=config.grad_accum_steps)
@@ -82,8 +81,8 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
                 for final in (False, True)}
 
     def evaluate(state: Any, step: int) -> dict[str, float]:
-      batches = input_pipeline.make_eval_iterator(config.data,
-                                                  global_batch_size=config.eval_batch_size)
+      batches = task.pipeline.make_eval_iterator(config.data,
+                                                 global_batch_size=config.eval_batch_size)
       eval_fn = eval_fns[step >= cadence.total_steps]
       metrics, images = evaluate_split(task, eval_fn, state, batches, parallelism, streams.eval)
       return metrics | task.after_eval(parallelism.get_state(state), step, images,
@@ -91,7 +90,7 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
 
     state, metrics = loop.train_loop(
         parallelism.put_state(state), start_step=start_step, cadence=cadence,
-        train_fn=train_fn, batches=input_pipeline.make_train_iterator(
+        train_fn=train_fn, batches=task.pipeline.make_train_iterator(
             config.data, seed=config.seed, global_batch_size=config.batch_size,
             start_step=start_step),
         mesh=mesh, rng=streams.train, evaluate=evaluate, checkpointer=checkpointer,

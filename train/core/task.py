@@ -26,6 +26,7 @@ import numpy as np
 
 from train.core.progress import format_metrics
 from train.core.writer import MetricWriter
+from train.data import pipeline as input_pipeline
 from train.data.pipeline import DatasetInfo
 
 Batch = dict[str, jax.Array]
@@ -55,11 +56,15 @@ class Task:
   """Base class of every task; subclasses override what differs.
 
   Class attributes: `name` (shown in messages), `best_metric` (the eval metric that picks the
-  best checkpoint) and `best_mode` ('max' when larger is better, 'min' otherwise).
+  best checkpoint), `best_mode` ('max' when larger is better, 'min' otherwise) and `pipeline`
+  (the input pipeline module).
   """
   name: str = 'task'
   best_metric: str = 'loss'
   best_mode: str = 'min'
+  # Where the data comes from: a module with `get_dataset_info`, `make_train_iterator` and
+  # `make_eval_iterator` (as train/input_pipeline.py), reading `config.data`.
+  pipeline: Any = input_pipeline
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config

@@ -111,7 +111,7 @@ def _scan(folder: str, class_names: tuple[str, ...]) -> list[_File]:
     labels += [label] * len(class_paths)
   # Decoding is most of the time and PIL lets go of the GIL while it decodes.
   with concurrent.futures.ThreadPoolExecutor() as pool:
-    checked = list(pool.map(_inspect, paths))
+    checked = list(pool.map(inspect_image, paths))
   return [_File(p, label, size, gray) for p, label, (size, gray) in zip(paths, labels, checked)]
 
 
@@ -124,7 +124,7 @@ def _image_paths(folder: str) -> list[str]:
   return sorted(paths)
 
 
-def _inspect(path: str) -> tuple[tuple[int, int], bool]:
+def inspect_image(path: str) -> tuple[tuple[int, int], bool]:
   """Decodes the file fully; returns ((height, width), grayscale). UserError if it can't."""
   try:
     with Image.open(path) as image:

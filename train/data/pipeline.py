@@ -53,7 +53,7 @@ def get_dataset_info(data_config) -> DatasetInfo:
   source = _source(config)
   return DatasetInfo(
       num_classes=len(source.class_names),
-      image_shape=_output_shape(source, config),
+      image_shape=output_shape(source, config),
       num_train=source.num_examples(config.train_split),
       num_eval=source.num_examples(config.eval_split),
       class_names=tuple(source.class_names),
@@ -67,7 +67,7 @@ def normalization_stats(data_config) -> tuple[np.ndarray, np.ndarray]:
   pipeline does. 'samplewise' has no such constants (each image uses its own): UserError.
   """
   config = _complete(data_config)
-  shape = _output_shape(_source(config), config)
+  shape = output_shape(_source(config), config)
   if config.normalization == 'samplewise':
     raise UserError("data.normalization='samplewise' standardizes each image by itself; it has "
                     'no fixed statistics.')
@@ -90,8 +90,18 @@ def make_train_iterator(data_config, *, seed: int, global_batch_size: int,
   processes read them.
   """
   config = _complete(data_config)
-  _local_batch_size(global_batch_size)
   source = _source(config)
+  return train_batches(source, config,
+                       lambda augment_key: _preprocessor(source, config, augment_key),
+                       seed=seed, global_batch_size=global_batch_size, start_step=start_step)
+
+
+def train_batches(source: 'Source', config, preprocessor, *, seed: int, global_batch_size: int,
+                  start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """`make_train_iterator` for any task: `preprocessor(augment_key)` returns the function
+  (example, position) -> features that decodes and augments one example of `source`; `config`
+  has the fields `train_split`, `shards` and `shuffle_buffer`."""
+  _local_batch_size(global_batch_size)
   count = jax.process_count()
   shards = config.shards or count
   if shards % count or global_batch_size % shards:
@@ -100,15 +110,16 @@ def make_train_iterator(data_config, *, seed: int, global_batch_size: int,
                     f'set --config.data.shards accordingly.')
   per_process = shards // count
   first = jax.process_index() * per_process
-  streams = [_shard_stream(source, config, seed, shard, shards, global_batch_size // shards,
-                           start_step) for shard in range(first, first + per_process)]
+  streams = [_shard_stream(source, config, preprocessor, seed, shard, shards,
+                           global_batch_size // shards, start_step)
+             for shard in range(first, first + per_process)]
   ds = streams[0] if per_process == 1 else tf.data.Dataset.zip(tuple(streams)).map(
       lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
   return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
 
-def _shard_stream(source: 'Source', config, seed: int, shard: int, shards: int, batch_size: int,
-                  start_step: int) -> tf.data.Dataset:
+def _shard_stream(source: 'Source', config, preprocessor, seed: int, shard: int, shards: int,
+                  batch_size: int, start_step: int) -> tf.data.Dataset:
   """Shard `shard` of `shards` of the training split: shuffled per epoch, augmented, batched."""
   raw = source.read(config.train_split, shard, shards)
   num_local = int(raw.cardinality())
@@ -128,7 +139,7 @@ def _shard_stream(source: 'Source', config, seed: int, shard: int, shards: int, 
     return examples.enumerate(start=number * num_local)
 
   start = start_step * batch_size
-  preprocess = _preprocessor(source, config, augment_key=augment_key)
+  preprocess = preprocessor(augment_key)
   ds = tf.data.Dataset.counter(start // num_local).flat_map(epoch)
   # Skipped before decoding: resuming costs reading at most one epoch, not processing it.
   ds = ds.skip(start % num_local)
@@ -144,11 +155,18 @@ def make_eval_iterator(data_config, *,
   Every process yields ceil(num_eval / global_batch_size) batches, however uneven the shares.
   """
   config = _complete(data_config)
-  batch_size = _local_batch_size(global_batch_size)
   source = _source(config)
+  return eval_batches(source, config, _preprocessor(source, config),
+                      global_batch_size=global_batch_size)
+
+
+def eval_batches(source: 'Source', config, preprocess, *,
+                 global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  """`make_eval_iterator` for any task: `preprocess(example)` decodes one example of `source`
+  (it must not return a 'mask' key); `config` has the field `eval_split`."""
+  batch_size = _local_batch_size(global_batch_size)
   num_batches = math.ceil(source.num_examples(config.eval_split) / global_batch_size)
   raw = source.read(config.eval_split, jax.process_index(), jax.process_count())
-  preprocess = _preprocessor(source, config)
   ds = raw.map(lambda example: {**preprocess(example), 'mask': True},
                num_parallel_calls=tf.data.AUTOTUNE)
   padding = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)
@@ -166,7 +184,7 @@ def preprocess_for_prediction(data_config, image: bytes | np.ndarray) -> np.ndar
   statistics). Bytes that are no image raise `tf.errors.InvalidArgumentError`.
   """
   config = _complete(data_config)
-  shape = _output_shape(_source(config), config)
+  shape = output_shape(_source(config), config)
   if isinstance(image, np.ndarray):
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
       raise UserError(f'expected a uint8 (H, W) or (H, W, C) image; got {image.dtype} '
@@ -301,7 +319,7 @@ class _ClassSubset:
     return self._counts[split, index, count]
 
 
-def _output_shape(source: Source, config) -> tuple[int, int, int]:
+def output_shape(source: Source, config) -> tuple[int, int, int]:
   height, width, channels = source.image_shape
   if config.image_size:
     height, width = config.image_size
@@ -316,7 +334,7 @@ def _preprocessor(source: Source, config, augment_key: tf.Tensor | None = None):
 
   With an `augment_key` (training) images are augmented, seeded by (key, position).
   """
-  shape = _output_shape(source, config)
+  shape = output_shape(source, config)
   augment = augment_lib.make_augment(config.augment) if augment_key is not None else None
   normalize = _normalizer(config, shape)
 

@@ -1,0 +1,45 @@
+"""U-Net on `digit_scenes` (train/digit_scenes.py: scikit-learn's digits over its sample
+photographs, 11 classes: background + 10 digits), fully offline.
+
+    python -m train.segment --config configs/digits_segment.py:transpose \
+        --workdir runs/seg_transpose
+    python -m train.segment --config configs/digits_segment.py:resize --workdir runs/seg_resize
+
+`:transpose` (the default) upsamples with stride-2 transposed convolutions, `:resize` with
+nearest resizing then a 3x3 convolution; `:tiny` (e.g. `:resize+tiny`) is a 4-step run for
+tests. Trains 2 epochs (250 steps of 16) on the 2,000 training scenes (random zoom 0.8-1.25 and
+left-right flips) and evaluates on the 400 test scenes. Measured (test split, step 250, not
+converged): mean IoU 0.088 (transpose) / 0.082 (resize), pixel accuracy 0.903 for both,
+checkerboard score -33.3 dB / -44.5 dB (ground truth -30.0 dB); see docs/segment.md.
+"""
+
+import ml_collections
+
+from configs import common, segment_base
+
+
+def get_config(variant: str = 'transpose') -> ml_collections.ConfigDict:
+  parts = common.parse_variant('configs/digits_segment.py', variant,
+                               ('transpose', 'resize', 'tiny'))
+  config = common.run_fields(ml_collections.ConfigDict(), early_stopping_metric='mean_iou',
+                             early_stopping_mode='max')
+  config.model = 'unet'  # any segmentation model in zoo.list_models()
+  config.model_kwargs = ml_collections.ConfigDict(dict(
+      width=8, depth=3, decoder='resize' if 'resize' in parts else 'transpose'))
+  config.data = segment_base.data(augment=dict(flip=True, scale=(0.8, 1.25)))
+  config.batch_size = 16
+  config.eval_batch_size = 100
+  config.num_epochs = 2.0
+  config.optim = common.optim(name='adam', learning_rate=3e-3, weight_decay=0.0)
+  config.log_every_steps = 25
+  config.eval_every_epochs = 1.0
+  config.checkpoint_every_epochs = 1.0
+  config.keep_checkpoints = 2
+  config.num_shown = 6  # examples in each grid
+  if 'tiny' in parts:
+    common.tiny(config)
+    config.batch_size, config.eval_batch_size = 8, 200
+    config.eval_every_epochs = config.checkpoint_every_epochs = 2 / 250  # 2000 // 8 per epoch
+    config.model_kwargs.update(dict(width=4, depth=2))
+    config.num_shown = 2
+  return config
