@@ -53,7 +53,7 @@ def checkpoint_params(workdir) -> tuple[int, dict]:
   """(step, parameters as NumPy) of the latest checkpoint in WORKDIR, whatever wrote it."""
   checkpoints = os.path.join(workdir, 'checkpoints')
   step = max(int(name) for name in os.listdir(checkpoints) if name.isdigit())
-  path = os.path.join(checkpoints, str(step), 'default')
+  path = os.path.join(checkpoints, str(step), 'state')
   checkpointer = ocp.StandardCheckpointer()
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),

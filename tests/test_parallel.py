@@ -56,7 +56,7 @@ def _train(config, workdir, monkeypatch=None, devices=None):
 def _params(workdir):
   checkpoints = os.path.join(workdir, 'checkpoints')
   step = max(int(name) for name in os.listdir(checkpoints) if name.isdigit())
-  path = os.path.join(checkpoints, str(step), 'default')
+  path = os.path.join(checkpoints, str(step), 'state')
   checkpointer = ocp.StandardCheckpointer()
   # Onto this process's first device, whatever topology wrote it.
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

@@ -73,6 +73,7 @@ class ClassifyTask(Task):
   """Cross entropy on labelled images; the best checkpoint has the highest eval accuracy."""
   name = 'classify'
   best_metric = 'accuracy'
+  eval_metrics = ('loss', 'accuracy', 'top5_accuracy')
   best_mode = 'max'
 
   def build(self, info, length: Length, ctx: StepContext) -> None:

@@ -54,11 +54,15 @@ class Length:
 class Task:
   """Base class of every task; subclasses override what differs.
 
-  Class attributes: `name` (shown in messages), `best_metric` (the eval metric that picks the
-  best checkpoint) and `best_mode` ('max' when larger is better, 'min' otherwise).
+  Class attributes: `name` (shown in messages), `eval_metrics`, `best_metric` (the eval metric
+  that picks the best checkpoint) and `best_mode` ('max' when larger is better, 'min'
+  otherwise).
   """
   name: str = 'task'
   best_metric: str = 'loss'
+  # The names evaluations report, so config.early_stopping.metric is checked before training;
+  # () if they are known only once the first evaluation has run.
+  eval_metrics: tuple[str, ...] = ()
   best_mode: str = 'min'
 
   def __init__(self, config: ml_collections.ConfigDict):
