@@ -17,6 +17,7 @@ from train.core import step as step_lib
 from train.core.loop import say
 from train.core.run import run
 from train.core.state import TrainState, create_train_state
+from train.core.errors import UserError
 from train.core.task import Batch, Length, Metrics, StepContext, Task, count_params
 
 
@@ -79,6 +80,10 @@ class ClassifyTask(Task):
   def build(self, info, length: Length, ctx: StepContext) -> None:
     super().build(info, length, ctx)
     config = self.config
+    if info.num_classes < 2:
+      raise UserError(f'data.dataset={config.data.dataset!r} has {info.num_classes} class '
+                      f'({", ".join(info.class_names)}); a classifier needs at least two: add '
+                      'images of the other classes (a folder of images per class).')
     self.model = build.classifier(config, info.num_classes, bn_axis_name=ctx.axis_name)
     self.schedule = optim.learning_rate_schedule(config.optim, length.total_steps,
                                                  length.steps_per_epoch)

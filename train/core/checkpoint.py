@@ -22,18 +22,19 @@ from orbax.checkpoint import checkpoint_managers
 
 from train.core.errors import UserError
 
-ITEMS = ('state', 'progress')
 UNUSABLE_DIR = 'unusable_checkpoints'  # beside `checkpoints`: set-aside steps, kept for a person
 
 
-class _SkipUnscoredSaveWarning(logging.Filter):
-  """Periodic saves between evaluations carry no metrics by design; Orbax warns at each one."""
+class _SkipExpectedWarnings(logging.Filter):
+  """Periodic saves between evaluations carry no metrics by design, and scoring opens
+  checkpoints read-only on purpose; Orbax warns at each."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return 'did not provide metrics' not in record.getMessage()
+    message = record.getMessage()
+    return not any(s in message for s in ('did not provide metrics', 'read only', 'read_only'))
 
 
-logging.getLogger('absl').addFilter(_SkipUnscoredSaveWarning())
+logging.getLogger('absl').addFilter(_SkipExpectedWarnings())
 
 
 class Diverged(UserError):
@@ -82,7 +83,9 @@ class Checkpointer:
     # best_fn makes Orbax store the metrics beside each checkpoint, which BestN ranks by.
     # cleanup_tmp_directories removes the partial saves a killed run leaves behind.
     self._manager = ocp.CheckpointManager(
-        self.directory, item_names=ITEMS, options=ocp.CheckpointManagerOptions(
+        self.directory, item_handlers={'state': ocp.StandardCheckpointHandler(),
+                                       'progress': ocp.JsonCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(
             preservation_policy=policy, best_fn=score, best_mode='max', read_only=read_only,
             create=not read_only, cleanup_tmp_directories=not read_only))
 

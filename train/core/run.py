@@ -75,8 +75,8 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
   ctx = StepContext(axis_name=parallelism.axis_name, grad_accum_steps=config.grad_accum_steps)
   task.build(info, Length(cadence.total_steps, steps_per_epoch), ctx)
   streams = Streams.from_seed(config.seed)
-  abstract_state = abstract_on_mesh(task.init, streams.init, parallel.replicated(mesh))
-  validate.check_no_empty_arrays(compat.shapes(abstract_state), config)
+  abstract_state = validate.abstract_model_state(
+      lambda: abstract_on_mesh(task.init, streams.init, parallel.replicated(mesh)), config)
   checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints,
                               best_metric=task.best_metric, best_mode=task.best_mode)
   writer = None

@@ -2,11 +2,12 @@
 naming the field, the value and what to do, instead of a traceback or hours of lost training."""
 
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import jax.numpy as jnp
 import ml_collections
 
+from train.core import compat
 from train.core.errors import UserError
 
 _POSITIVE_INTS = ('batch_size', 'eval_batch_size', 'grad_accum_steps', 'log_every_steps',
@@ -110,12 +111,19 @@ def _is_float_dtype(name: Any) -> bool:
     return False
 
 
-def check_no_empty_arrays(shapes: dict[str, tuple[int, ...]],
-                          config: ml_collections.ConfigDict) -> None:
-  """A width of 0 in the model's fields makes empty parameters, which train to nothing."""
-  for path, shape in shapes.items():
+def abstract_model_state(make: Callable[[], Any], config: ml_collections.ConfigDict) -> Any:
+  """`make()` (the abstract train state), or a UserError naming the model's fields if they
+  cannot build it or make empty parameters (a width of 0), which would train to nothing."""
+  kwargs = config.get('model_kwargs')
+  given = (f'config.model_kwargs={kwargs.to_dict()!r}' if kwargs else
+           f'config.model={config.get("model")!r}')
+  try:
+    abstract = make()
+  except (ZeroDivisionError, ValueError, TypeError) as e:
+    raise UserError(f'{given} cannot build the model ({type(e).__name__}: '
+                    f'{str(e).splitlines()[0] if str(e) else ""}): fix it.') from None
+  for path, shape in compat.shapes(abstract).items():
     if 0 in shape:
-      kwargs = config.get('model_kwargs')
-      given = f'config.model_kwargs={kwargs.to_dict()!r}' if kwargs else 'the model\'s fields'
-      raise UserError(f'{given} makes {path} of shape {shape}: every width must be at least '
-                      '1; fix it.')
+      raise UserError(f'{given} makes {path} of shape {shape}: every width must be at least 1; '
+                      'fix it.')
+  return abstract
