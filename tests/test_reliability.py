@@ -5,19 +5,20 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 import signal
-import subprocess
-import sys
 
+import jax
 import numpy as np
 import pytest
+from conftest import checkpoint_arrays, read_metrics
 from PIL import Image
 
 from train import classify, gan_eval, predict, vae
 from train.core import checkpoint as checkpoint_lib
 from train.core import workdir as workdir_lib
+from train.core.writer import MetricWriter
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = 'configs/digits_cnn.py:tiny'
 # Fewer tf.data traces: one training stream, no affine warp.
 FAST = ['--config.data.shards=1', '--config.data.augment.rotation=0',
@@ -234,7 +235,6 @@ def _corrupt_latest(workdir):
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(
     finished_run, data_dir, tmp_path, capsys):
   workdir = str(tmp_path / 'run')
-  import shutil
   shutil.copytree(finished_run, workdir)
   corrupt = _corrupt_latest(workdir)
   # A partial save a killed run left behind.
@@ -252,3 +252,66 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(
   records = [(r['step'], r['split']) for r in map(json.loads, open(
       os.path.join(workdir, 'metrics.jsonl')))]
   assert sorted(records) == sorted(set(records))
+
+
+def test_divergence_saves_nothing_non_finite_and_names_the_checkpoint_to_resume(
+    finished_run, data_dir, tmp_path, capsys):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(finished_run, workdir)
+  with pytest.raises(SystemExit) as exit_info:
+    classify.main(argv=_classify_args(workdir, data_dir, '--config.num_steps=12',
+                                      '--config.optim.learning_rate=1e30'))
+  err = capsys.readouterr().err
+  assert exit_info.value.code == 2
+  assert 'training diverged' in err and 'step 4 in' in err, err
+  checkpointer = checkpoint_lib.Checkpointer(workdir, keep=1, best_metric='accuracy',
+                                             read_only=True)
+  assert checkpointer.all_steps() == [2, 4]
+  checkpointer.close()
+
+
+def _bn_early_stopping_args(workdir, data_dir):
+  """A ResNet with BatchNorm that stops early at step 6 (an improvement of 0.5 never comes)."""
+  return _classify_args(
+      workdir, data_dir, '--config.model=resnet20', '--config.model_kwargs.stage_sizes=(1,1,1)',
+      '--config.model_kwargs.widths=(4,4,4)', '--config.num_steps=20',
+      '--config.log_every_steps=1', '--config.early_stopping.patience=2',
+      '--config.early_stopping.min_delta=0.5')
+
+
+def test_sigterm_saves_the_step_and_resuming_is_exact_with_batchnorm_and_early_stopping(
+    data_dir, tmp_path, monkeypatch, capsys):
+  reference, interrupted = str(tmp_path / 'reference'), str(tmp_path / 'interrupted')
+  classify.main(argv=_bn_early_stopping_args(reference, data_dir))
+  assert 'Early stopping at step 6' in capsys.readouterr().out
+  stop_at = int(np.random.default_rng().integers(3, 6))  # after an evaluation, before the stop
+  write_scalars = MetricWriter.write_scalars
+
+  def signal_at_step(self, step, split, metrics):
+    write_scalars(self, step, split, metrics)
+    if step == stop_at and split == 'train':
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(MetricWriter, 'write_scalars', signal_at_step)
+  with pytest.raises(SystemExit) as exit_info:
+    classify.main(argv=_bn_early_stopping_args(interrupted, data_dir))
+  monkeypatch.undo()
+  assert exit_info.value.code == 143
+  assert f'SIGTERM at step {stop_at}: saved the checkpoint' in capsys.readouterr().err
+  assert checkpoint_arrays(interrupted, 'params')[0] == stop_at
+  classify.main(argv=_bn_early_stopping_args(interrupted, data_dir))
+  out = capsys.readouterr().out
+  assert f'Resuming from the checkpoint at step {stop_at}' in out
+  assert 'Early stopping at step 6' in out
+  for name in ('params', 'batch_stats'):
+    step_a, a = checkpoint_arrays(reference, name)
+    step_b, b = checkpoint_arrays(interrupted, name)
+    assert step_a == step_b == 6
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+  records = [(r['step'], r['split']) for r in read_metrics(interrupted)]
+  assert len(records) == len(set(records)) and records == [
+      (r['step'], r['split']) for r in read_metrics(reference)]
+  # An early-stopped run run again does not train on.
+  classify.main(argv=_bn_early_stopping_args(interrupted, data_dir))
+  assert 'stopped early at step 6' in capsys.readouterr().out
+  assert checkpoint_arrays(interrupted, 'params')[0] == 6

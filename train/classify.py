@@ -14,10 +14,10 @@ import optax
 
 from train.core import build, cli, optim, trained, transfer
 from train.core import step as step_lib
+from train.core.errors import UserError
 from train.core.loop import say
 from train.core.run import run
 from train.core.state import TrainState, create_train_state
-from train.core.errors import UserError
 from train.core.task import Batch, Length, Metrics, StepContext, Task, count_params
 
 

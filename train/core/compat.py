@@ -14,20 +14,27 @@ from train.core.errors import UserError
 # differences that could explain a different state.
 _HOW_FIELDS = ('num_epochs', 'num_steps', 'log_every_steps', 'eval_every_epochs',
                'checkpoint_every_epochs', 'keep_checkpoints', 'early_stopping', 'eval')
+# Fields that say what is trained on: a run resumed with other values would mix two runs even
+# where the arrays happen to fit (e.g. fewer classes kept of the same dataset).
+_DATA_FIELDS = ('data.dataset', 'data.classes', 'data.train_split', 'data.image_size')
 
 
 def check_fits(saved_tree: Any, abstract_state: Any,
                saved_config: ml_collections.ConfigDict | None,
                config: ml_collections.ConfigDict, workdir: str) -> None:
   """UserError if the checkpoint's arrays (`saved_tree`, its metadata; None: no checkpoint) are
-  not those of `abstract_state`; `saved_config` (the run's config.json, if any) names the likely
-  cause."""
+  not those of `abstract_state`, or if `saved_config` (the run's config.json, if any) trained on
+  other data; the message names the config fields that differ."""
   if saved_tree is None:
     return
+  fields = config_differences(saved_config, config) if saved_config is not None else []
   problem = _first_difference(shapes(saved_tree), shapes(abstract_state))
   if problem is None:
+    data = [f for f in fields if f.split(':')[0] in _DATA_FIELDS]
+    if data:
+      raise UserError(f'{workdir} holds a run on other data ({"; ".join(data)}): give a new '
+                      '--workdir, or rerun with that run\'s data fields.')
     return
-  fields = config_differences(saved_config, config) if saved_config is not None else []
   cause = (f'; config fields that differ from that run\'s config.json: {"; ".join(fields[:4])}'
            f'{" and more" if len(fields) > 4 else ""}' if fields else '')
   raise UserError(f'{workdir} holds a run of another model or dataset ({problem}{cause}): give '

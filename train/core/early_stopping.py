@@ -41,7 +41,8 @@ class EarlyStopping:
   def state_dict(self) -> dict[str, float | int | None]:
     """What a checkpoint keeps, so a resumed run stops where an uninterrupted one would."""
     return {'best': self.best if math.isfinite(self.best) else None,
-            'best_step': self.best_step, 'evals_without_improvement': self.evals_without_improvement}
+            'best_step': self.best_step,
+            'evals_without_improvement': self.evals_without_improvement}
 
   def load_state_dict(self, saved: dict[str, float | int | None]) -> None:
     if saved.get('best') is not None:
