@@ -11,7 +11,8 @@ so samples and real images alike are resized bilinearly 8x8 -> 16x16 before it, 
 pipeline does, and the grids show them at 16x16. FID: the 360 generated images against the 1,437
 training images; the floor: the 360 real test images against the same.
 
-Expected: see docs/gan.md (measured on a 2-core CPU).
+Expected (measured on a 2-core CPU, about 6 min; details in docs/gan.md): at step 4,400 FID 22.3
+against a floor of 7.5, Inception Score 7.66 against 8.84 for real images, 10 of 10 classes.
 """
 
 from configs import common, gan_base

@@ -8,8 +8,8 @@ Inception Score of `config.eval.num_samples` samples, with the feature network o
 beside those of the real held-out images (the floor); class coverage and feature spread; and a
 warning when a failure monitor fires (`train.metrics.gan_metrics.FailureMonitor`). The
 training metrics logged every `log_every_steps` hold both losses, the discriminator's accuracy
-on real and generated images, and both gradient norms. Checkpoints keep the latest and the best by FID;
-running the same command again resumes. `python -m train.gan_eval` scores a checkpoint.
+on real and generated images, and both gradient norms. Checkpoints keep the latest and the best
+by FID; running the same command again resumes. `python -m train.gan_eval` scores a checkpoint.
 """
 
 import functools

@@ -17,7 +17,7 @@ pure (no Python control flow on traced values): `run` compiles them once with `j
 """
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -87,10 +87,12 @@ class Task:
     """What is trained, in one line (parameters, model, loss)."""
     return f'{self.name}: {count_params(state):,} parameters'
 
+  schedule: Callable[[int], Any] | None = None  # set by `build` for a single optimizer
+
   def learning_rate(self, step: int) -> float | None:
-    """The learning rate of optimizer step `step` (0-based), logged with the train metrics."""
-    del step
-    return None
+    """The learning rate of optimizer step `step` (0-based), logged with the train metrics:
+    by default from `self.schedule`, which a task with one optimizer sets in `build`."""
+    return None if self.schedule is None else float(self.schedule(step))
 
   def train_step(self, state: Any, batch: Batch, rng: jax.Array) -> tuple[Any, Metrics]:
     """One optimizer step. `rng` is the train stream folded with the step number, the same on
