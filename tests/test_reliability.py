@@ -270,19 +270,30 @@ def test_divergence_saves_nothing_non_finite_and_names_the_checkpoint_to_resume(
   checkpointer.close()
 
 
-def _bn_early_stopping_args(workdir, data_dir):
+BN_RECIPE = """
+from configs import digits_cnn
+
+
+def get_config():
+  config = digits_cnn.get_config('tiny')
+  config.model = 'resnet20'
+  config.model_kwargs = {'stage_sizes': (1, 1, 1), 'widths': (4, 4, 4)}
+  return config
+"""
+
+
+def _bn_early_stopping_args(workdir, data_dir, recipe):
   """A ResNet with BatchNorm that stops early at step 6 (an improvement of 0.5 never comes)."""
-  return _classify_args(
-      workdir, data_dir, '--config.model=resnet20', '--config.model_kwargs.stage_sizes=(1,1,1)',
-      '--config.model_kwargs.widths=(4,4,4)', '--config.num_steps=20',
-      '--config.log_every_steps=1', '--config.early_stopping.patience=2',
-      '--config.early_stopping.min_delta=0.5')
+  return ['--config', recipe, '--workdir', str(workdir), f'--config.data.data_dir={data_dir}',
+          *FAST, '--config.num_steps=20', '--config.log_every_steps=1',
+          '--config.early_stopping.patience=2', '--config.early_stopping.min_delta=0.5']
 
 
 def test_sigterm_saves_the_step_and_resuming_is_exact_with_batchnorm_and_early_stopping(
     data_dir, tmp_path, monkeypatch, capsys):
   reference, interrupted = str(tmp_path / 'reference'), str(tmp_path / 'interrupted')
-  classify.main(argv=_bn_early_stopping_args(reference, data_dir))
+  recipe = _write_config(tmp_path, 'bn_recipe.py', BN_RECIPE)
+  classify.main(argv=_bn_early_stopping_args(reference, data_dir, recipe))
   assert 'Early stopping at step 6' in capsys.readouterr().out
   stop_at = int(np.random.default_rng().integers(3, 6))  # after an evaluation, before the stop
   write_scalars = MetricWriter.write_scalars
@@ -294,12 +305,12 @@ def test_sigterm_saves_the_step_and_resuming_is_exact_with_batchnorm_and_early_s
 
   monkeypatch.setattr(MetricWriter, 'write_scalars', signal_at_step)
   with pytest.raises(SystemExit) as exit_info:
-    classify.main(argv=_bn_early_stopping_args(interrupted, data_dir))
+    classify.main(argv=_bn_early_stopping_args(interrupted, data_dir, recipe))
   monkeypatch.undo()
   assert exit_info.value.code == 143
   assert f'SIGTERM at step {stop_at}: saved the checkpoint' in capsys.readouterr().err
   assert checkpoint_arrays(interrupted, 'params')[0] == stop_at
-  classify.main(argv=_bn_early_stopping_args(interrupted, data_dir))
+  classify.main(argv=_bn_early_stopping_args(interrupted, data_dir, recipe))
   out = capsys.readouterr().out
   assert f'Resuming from the checkpoint at step {stop_at}' in out
   assert 'Early stopping at step 6' in out
@@ -312,6 +323,6 @@ def test_sigterm_saves_the_step_and_resuming_is_exact_with_batchnorm_and_early_s
   assert len(records) == len(set(records)) and records == [
       (r['step'], r['split']) for r in read_metrics(reference)]
   # An early-stopped run run again does not train on.
-  classify.main(argv=_bn_early_stopping_args(interrupted, data_dir))
+  classify.main(argv=_bn_early_stopping_args(interrupted, data_dir, recipe))
   assert 'stopped early at step 6' in capsys.readouterr().out
   assert checkpoint_arrays(interrupted, 'params')[0] == 6
