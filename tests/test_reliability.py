@@ -3,6 +3,7 @@ signals that save, unusable checkpoints passed over, one run per workdir, no NaN
 
 import glob
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -11,13 +12,16 @@ import signal
 import jax
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import checkpoint_arrays, read_metrics
 from PIL import Image
 
 from train import classify, gan_eval, predict, vae
 from train.core import checkpoint as checkpoint_lib
 from train.core import workdir as workdir_lib
+from train.core.errors import UserError
 from train.core.writer import MetricWriter
+from train.data import image_folder
 
 RECIPE = 'configs/digits_cnn.py:tiny'
 # Fewer tf.data traces: one training stream, no affine warp.
@@ -326,3 +330,48 @@ def test_sigterm_saves_the_step_and_resuming_is_exact_with_batchnorm_and_early_s
   classify.main(argv=_bn_early_stopping_args(interrupted, data_dir, recipe))
   assert 'stopped early at step 6' in capsys.readouterr().out
   assert checkpoint_arrays(interrupted, 'params')[0] == 6
+
+
+def _encoded(image_format, mode):
+  """An 8x8 image in `mode`, saved as `image_format`; None if PIL cannot write that pair."""
+  a = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 3)
+  try:
+    buffer = io.BytesIO()
+    Image.fromarray(np.stack([a, a[::-1], a.T], -1)).convert(mode).save(buffer, image_format)
+  except OSError:
+    return None
+  return buffer.getvalue()
+
+
+@pytest.mark.parametrize('image_format', ['PNG', 'JPEG', 'BMP', 'GIF'])
+def test_the_folder_check_and_the_reader_agree_on_every_format(image_format, tmp_path):
+  checked = 0
+  for mode in ('1', 'L', 'P', 'RGB', 'RGBA', 'LA'):
+    data = _encoded(image_format, mode)
+    if data is None:
+      continue
+    path = tmp_path / f'{mode}.{image_format.lower()}'
+    path.write_bytes(data)
+    try:
+      size, gray = image_folder._inspect(str(path))  # pylint: disable=protected-access
+    except UserError:
+      with pytest.raises(tf.errors.InvalidArgumentError):  # rejected only if unreadable
+        image_folder.decode_image(tf.constant(data), 3)
+      continue
+    channels = 1 if gray else 3
+    image = image_folder.decode_image(tf.constant(data), channels)
+    assert image.shape == (*size, channels), (image_format, mode)
+    checked += 1
+  assert checked >= 2
+
+
+def test_predict_reads_bmp_files_for_a_one_channel_model(finished_run, tmp_path):
+  digit = np.kron(np.eye(2, dtype=np.uint8) * 255, np.ones((4, 4), np.uint8))
+  paths = []
+  for mode in ('L', 'RGB', 'P'):
+    paths.append(str(tmp_path / f'{mode}.bmp'))
+    Image.fromarray(digit).convert(mode).save(paths[-1])
+  lines = predict.predict(finished_run, paths)
+  assert [line.split(':')[0] for line in lines] == paths
+  # The same picture gives the same probabilities whatever the BMP's pixel format.
+  assert len({line.split(': ')[1] for line in lines}) == 1
