@@ -23,6 +23,9 @@ from orbax.checkpoint import checkpoint_managers
 from train.core.errors import UserError
 
 UNUSABLE_DIR = 'unusable_checkpoints'  # beside `checkpoints`: set-aside steps, kept for a person
+_WRITE_FAILURES = ('RESOURCE_EXHAUSTED', 'PERMISSION_DENIED')
+# Orbax's files beside the arrays (metadata, OCDBT manifests, the temporary copy) need room too.
+_SAVE_OVERHEAD_BYTES = 1 << 20
 
 
 class _SkipExpectedWarnings(logging.Filter):
@@ -206,11 +209,25 @@ class Checkpointer:
 
   def wait(self) -> None:
     """Blocks until every save has reached the disk; a failed save raises here."""
-    try:
+    with self._failed_save_is_user_error():
       self._manager.wait_until_finished()
-    except OSError as e:
-      raise UserError(f'cannot write checkpoints to {self.directory}: {e.strerror or e}; free '
-                      'space or fix its permissions, then run again to resume.') from None
+
+  def check_for_errors(self) -> None:
+    """Raises now, without waiting, if an asynchronous save has failed (e.g. a full disk)."""
+    with self._failed_save_is_user_error():
+      self._manager.check_for_errors()
+
+  @contextlib.contextmanager
+  def _failed_save_is_user_error(self):
+    try:
+      yield
+    except (OSError, ValueError) as e:
+      # TensorStore reports a full disk or a denied write as a ValueError with its status.
+      if isinstance(e, ValueError) and not any(status in str(e) for status in _WRITE_FAILURES):
+        raise
+      reason = getattr(e, 'strerror', None) or _first_line(e)
+      raise UserError(f'cannot write checkpoints to {self.directory} ({reason}): free space '
+                      'or fix its permissions, then run again to resume.') from None
 
   def close(self) -> None:
     self._manager.close()
@@ -218,7 +235,8 @@ class Checkpointer:
 
 def _check_free_space(directory: str, state: Any) -> None:
   """Refuses a save the disk cannot hold, now rather than when the asynchronous write fails."""
-  needed = sum(np.dtype(x.dtype).itemsize * np.size(x) for x in jax.tree.leaves(state))
+  needed = _SAVE_OVERHEAD_BYTES + sum(np.dtype(x.dtype).itemsize * np.size(x)
+                                     for x in jax.tree.leaves(state))
   free = shutil.disk_usage(directory if os.path.isdir(directory) else
                            os.path.dirname(directory)).free
   if free < needed:

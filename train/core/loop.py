@@ -90,6 +90,7 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
     if step % cadence.log_every == 0 or step == cadence.total_steps:
       means = _mean_on_host(step_metrics, parallelism)
       step_metrics = []
+      checkpointer.check_for_errors()  # a failed save stops the run here, not one save later
       bad = [name for name, value in means.items() if not math.isfinite(value)]
       if bad:
         raise checkpointer.diverged(step, f'{", ".join(bad)} not finite')
