@@ -157,7 +157,8 @@ BAD_INPUTS = [
      lambda run, data_dir, tmp: (classify.main, _classify_args(
          run, data_dir, f'--config.data.dataset=folder:{_image_folder(tmp, ["cat"])}'))),
     ('resume with another width', _classify('--config.model_kwargs.features=(8,8)')),
-    ('resume with another model', _classify('--config.model=resnet20')),
+    ('model that rejects the recipe\'s fields', _classify('--config.model=resnet20')),
+    ('resume with another hidden width', _classify('--config.model_kwargs.hidden=32')),
     ('resume with another class count', _classify('--config.data.classes=(0,1,2)')),
     ('resume with another image size', _classify('--config.data.image_size=(12,12)')),
     ('config file missing', _classify_config('configs/no_such_recipe.py')),
@@ -178,7 +179,7 @@ BAD_INPUTS = [
     ('predict workdir missing', _predict('--workdir', '/no/such/workdir', _a_digit)),
     ('predict workdir of no run',
      _predict('--workdir', lambda run, tmp: str(tmp), _a_digit)),
-    ('gan_eval on a classification workdir',
+    ('gan_eval on a classification workdir (no feature network)',
      lambda run, data_dir, tmp: (gan_eval.main, [
          '--config', 'configs/digits_dcgan.py:tiny', '--workdir', run,
          f'--config.data.data_dir={data_dir}'])),
