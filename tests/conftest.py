@@ -56,21 +56,27 @@ def tiny_config(data_dir) -> Callable:
 
 def checkpoint_params(workdir) -> tuple[int, dict]:
   """(step, parameters as NumPy) of the latest checkpoint in WORKDIR, whatever wrote it."""
+  return checkpoint_arrays(workdir, 'params')
+
+
+def checkpoint_arrays(workdir, name: str) -> tuple[int, dict]:
+  """(step, every `name` subtree as NumPy: 'params', 'batch_stats') of the latest checkpoint
+  in WORKDIR, keyed by the path of the state that holds it."""
   checkpoints = os.path.join(workdir, 'checkpoints')
   step = max(int(name) for name in os.listdir(checkpoints) if name.isdigit())
-  path = os.path.join(checkpoints, str(step), 'default')
+  path = os.path.join(checkpoints, str(step), 'state')
   checkpointer = ocp.StandardCheckpointer()
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                         checkpointer.metadata(path).item_metadata.tree)
   state = jax.tree.map(np.asarray, checkpointer.restore(path, target))
-  # Every `params` subtree: one network's, or each of several networks'.
+  # Every `name` subtree: one network's, or each of several networks'.
   found = {}
   def collect(node, prefix):
     if isinstance(node, dict):
       for key, child in node.items():
-        if key == 'params':
-          found[prefix or 'params'] = child
+        if key == name:
+          found[prefix or name] = child
         else:
           collect(child, f'{prefix}/{key}' if prefix else key)
   collect(state, '')

@@ -87,5 +87,5 @@ def test_checkpoints_keep_the_latest_k_and_the_best(tmp_path):
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)
   restored = checkpointer.restore(abstract, step=checkpointer.best_step())
-  np.testing.assert_array_equal(restored['w'], 2)
+  np.testing.assert_array_equal(restored.state['w'], 2)
   checkpointer.close()

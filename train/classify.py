@@ -14,6 +14,7 @@ import optax
 
 from train.core import build, cli, trained, transfer
 from train.core import step as step_lib
+from train.core.errors import UserError
 from train.core.loop import say
 from train.core.run import run
 from train.core.state import TrainState, create_train_state
@@ -73,11 +74,16 @@ class ClassifyTask(Task):
   """Cross entropy on labelled images; the best checkpoint has the highest eval accuracy."""
   name = 'classify'
   best_metric = 'accuracy'
+  eval_metrics = ('loss', 'accuracy', 'top5_accuracy')
   best_mode = 'max'
 
   def build(self, info, length: Length, ctx: StepContext) -> None:
     super().build(info, length, ctx)
     config = self.config
+    if info.num_classes < 2:
+      raise UserError(f'data.dataset={config.data.dataset!r} has {info.num_classes} class '
+                      f'({", ".join(info.class_names)}); a classifier needs at least two: add '
+                      'images of the other classes (a folder of images per class).')
     self.model = build.classifier(config, info.num_classes, bn_axis_name=ctx.axis_name)
     self.tx, self.schedule = build.optimizer(config.optim, length,
                                              head_only=config.transfer.freeze_backbone)

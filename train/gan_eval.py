@@ -57,8 +57,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   return {'step': step, 'protocol': protocol, **metrics}
 
 
-def main() -> None:
-  cli.run(evaluate_checkpoint, description=__doc__)
+def main(argv: list[str] | None = None) -> None:
+  cli.run(evaluate_checkpoint, description=__doc__, argv=argv)
 
 
 if __name__ == '__main__':

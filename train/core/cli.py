@@ -8,6 +8,7 @@ Problems a user can fix (`UserError`) are printed as one line and exit with stat
 """
 
 import argparse
+import errno
 import sys
 from typing import Callable, Sequence
 
@@ -16,8 +17,11 @@ import ml_collections
 from train.core import distributed
 from train.core.config import apply_overrides, load_config, split_overrides
 from train.core.errors import UserError
+from train.core.interrupt import Interrupted
 
 EXIT_USER_ERROR = 2
+# A full disk, a read-only file system, missing permissions: a person fixes these, not the code.
+USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def parse_args(argv: Sequence[str], description: str
@@ -46,6 +50,15 @@ def run(main: Callable[[ml_collections.ConfigDict, str], object], description: s
     main(config, args.workdir)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+  except Interrupted as e:
+    print(f'Stopped by {e}', file=sys.stderr)
+    sys.exit(e.exit_status)
+  except OSError as e:
+    if e.errno not in USER_FIXABLE_ERRNOS:
+      raise
+    print(f'error: {e.filename or "a file"}: {e.strerror}: free space or fix the permissions, '
+          'then run the same command again to resume.', file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)
   except KeyboardInterrupt:
     print('interrupted; run the same command again to resume from the latest checkpoint',

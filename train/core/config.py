@@ -9,6 +9,7 @@ dataclass fields) take new names too, parsed as Python literals; the model check
 import ast
 import difflib
 import importlib.util
+import inspect
 import os
 from typing import Any, Sequence
 
@@ -27,13 +28,24 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     raise UserError(f'--config: no such config file {path!r} (recipes live in configs/)')
   module_spec = importlib.util.spec_from_file_location('_zoo_config', path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  if not hasattr(module, 'get_config'):
+  try:
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise UserError(f'--config: {path} line {e.lineno}: {e.msg}; fix the file.') from None
+  except Exception as e:  # pylint: disable=broad-except  (any error of the user's file)
+    raise UserError(f'--config: {path} fails to import ({type(e).__name__}: {e}); fix the '
+                    'file.') from None
+  if not callable(getattr(module, 'get_config', None)):
     raise UserError(f'--config: {path} defines no get_config() function')
+  if arg and not inspect.signature(module.get_config).parameters:
+    raise UserError(f'--config {spec}: {path} takes no argument after ":"; use --config {path}')
   try:
     config = module.get_config(arg) if arg else module.get_config()
   except (ValueError, TypeError) as e:  # a bad or unexpected ':arg'
     raise UserError(f'--config: {e}' if path in str(e) else f'--config {spec}: {e}') from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UserError(f'--config: get_config() in {path} returned a {type(config).__name__}; '
+                    'return an ml_collections.ConfigDict (e.g. ConfigDict(your_dict)).')
   config.lock()  # assignments to fields that do not exist fail from here on
   return config
 

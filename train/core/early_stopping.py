@@ -33,4 +33,19 @@ class EarlyStopping:
       self.best, self.best_step, self.evals_without_improvement = value, step, 0
     else:
       self.evals_without_improvement += 1
+    return self.should_stop()
+
+  def should_stop(self) -> bool:
     return 0 < self.patience <= self.evals_without_improvement
+
+  def state_dict(self) -> dict[str, float | int | None]:
+    """What a checkpoint keeps, so a resumed run stops where an uninterrupted one would."""
+    return {'best': self.best if math.isfinite(self.best) else None,
+            'best_step': self.best_step,
+            'evals_without_improvement': self.evals_without_improvement}
+
+  def load_state_dict(self, saved: dict[str, float | int | None]) -> None:
+    if saved.get('best') is not None:
+      self.best = saved['best']
+    self.best_step = saved.get('best_step')
+    self.evals_without_improvement = saved.get('evals_without_improvement', 0)

@@ -6,6 +6,7 @@ An entry point builds its state, its compiled step and its evaluation, then hand
 
 import dataclasses
 import math
+import signal
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
@@ -13,9 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from train.core import parallel
-from train.core.checkpoint import Checkpointer
+from train.core.checkpoint import Checkpointer, Restored
 from train.core.early_stopping import EarlyStopping
 from train.core.errors import UserError
+from train.core.interrupt import Interrupted, SignalFlag
 from train.core.progress import Progress, format_metrics
 from train.core.writer import MetricWriter
 
@@ -41,14 +43,14 @@ class Cadence:
                steps(config.eval_every_epochs), steps(config.checkpoint_every_epochs))
 
 
-def restore_latest(checkpointer: Checkpointer, state: Any, abstract_state: Any) -> Any:
-  """The latest saved state if there is one (and says so), else `state` unchanged."""
+def restore_latest(checkpointer: Checkpointer, abstract_state: Any) -> Restored | None:
+  """The newest usable checkpoint (saying which), or None if there is none."""
   if checkpointer.latest_step() is None:
-    return state
-  state = checkpointer.restore(abstract_state)
-  say(f'Resuming from the checkpoint at step {checkpointer.latest_step()} '
-      f'in {checkpointer.directory}')
-  return state
+    return None
+  restored = checkpointer.restore_usable(abstract_state)
+  if restored is not None:
+    say(f'Resuming from the checkpoint at step {restored.step} in {checkpointer.directory}')
+  return restored
 
 
 def train_loop(state: Any, *, start_step: int, cadence: Cadence,
@@ -60,27 +62,38 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
                stopper: EarlyStopping | None = None,
                parallelism: parallel.JitParallelism | parallel.PmapParallelism | None = None,
                hooks: Sequence[Callable[[int, dict[str, float]], None]] = (),
-               on_log: Callable[[int, dict[str, float]], None] | None = None
-               ) -> tuple[Any, dict[str, float]]:
+               on_log: Callable[[int, dict[str, float]], None] | None = None,
+               signals: SignalFlag | None = None) -> tuple[Any, dict[str, float]]:
   """Runs steps `start_step + 1 .. total_steps`; returns the state and its last eval metrics.
 
   `train_fn(state, batch, rng)` is the compiled step; `evaluate(state, step)` computes (and may
-  write images for) the eval metrics. Every evaluation is saved as a checkpoint with its metrics.
-  With a `parallelism` other than the default jit one over `mesh`, `state` is in its device
-  layout (`parallelism.put_state`) and checkpoints get the single-copy layout. Each of `hooks`
-  is called as `hook(step, eval_metrics)` after every evaluation has been saved; `on_log(step,
-  means)` sees each logged mean of the train metrics.
+  write images for) the eval metrics. Every evaluation is saved as a checkpoint with its metrics,
+  and every checkpoint holds `stopper`'s state. A state with NaN or infinite values is neither
+  evaluated nor saved (`Diverged`). With a `parallelism` other than the default jit one over
+  `mesh`, `state` is in its device layout (`parallelism.put_state`) and checkpoints get the
+  single-copy layout. Each of `hooks` is called as `hook(step, eval_metrics)` after every
+  evaluation has been saved; `on_log(step, means)` sees each logged mean of the train metrics.
+  After a signal in `signals` (or a preemption notice on a cluster) the current step is saved
+  and `Interrupted` raised.
   """
   parallelism = parallelism or parallel.JitParallelism(mesh)
   progress = Progress(cadence.total_steps, start_step)
+  loop_state = lambda: {'early_stopping': stopper.state_dict()} if stopper else {}
   eval_metrics, step_metrics = None, []
-  for step in range(start_step + 1, cadence.total_steps + 1):
+  last_step = start_step if stopper and stopper.should_stop() else cadence.total_steps
+  if last_step == start_step < cadence.total_steps:
+    say(f'This run stopped early at step {start_step} ({stopper.metric} had not improved for '
+        f'{stopper.patience} evaluations); evaluating that checkpoint.')
+  for step in range(start_step + 1, last_step + 1):
     state, metrics = train_fn(state, parallelism.shard_batch(next(batches)), rng)
     step_metrics.append(metrics)
     if step % cadence.log_every == 0 or step == cadence.total_steps:
       means = _mean_on_host(step_metrics, parallelism)
       step_metrics = []
-      _check_finite(means, step, checkpointer)
+      checkpointer.check_for_errors()  # a failed save stops the run here, not one save later
+      bad = [name for name, value in means.items() if not math.isfinite(value)]
+      if bad:
+        raise checkpointer.diverged(step, f'{", ".join(bad)} not finite')
       rate = learning_rate(step - 1) if learning_rate else None
       if rate is not None:
         means['learning_rate'] = float(rate)
@@ -89,23 +102,35 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
         on_log(step, means)
       writer.write_scalars(step, 'train', means)
     if step % cadence.eval_every == 0 or step == cadence.total_steps:
+      single = parallelism.get_state(state)
+      checkpointer.check_finite(step, single)
       eval_metrics = evaluate(state, step)
       writer.write_scalars(step, 'eval', eval_metrics)
       say(f'eval at step {step}: ' + format_metrics(eval_metrics))
-      checkpointer.save(step, parallelism.get_state(state), metrics=eval_metrics)
+      stop = stopper.update(step, eval_metrics) if stopper else False
+      checkpointer.save(step, single, metrics=eval_metrics, progress=loop_state())
       for hook in hooks:
         hook(step, eval_metrics)
       progress.restart_clock(step)
-      if stopper and stopper.update(step, eval_metrics):
+      if stop:
         say(f'Early stopping at step {step}: {stopper.metric} has not improved for '
             f'{stopper.patience} evaluations (best {stopper.best:.4f} at step '
             f'{stopper.best_step}).')
         break
     elif step % cadence.checkpoint_every == 0:
-      checkpointer.save(step, parallelism.get_state(state))
+      checkpointer.save(step, parallelism.get_state(state), progress=loop_state())
+    signum = (signals.signum if signals else None) or (
+        signal.SIGTERM if checkpointer.reached_preemption(step) else None)
+    if signum:
+      checkpointer.save(step, parallelism.get_state(state), progress=loop_state())
+      checkpointer.wait()
+      raise Interrupted(signum, f'{signal.Signals(signum).name} at step {step}: saved the '
+                                f'checkpoint at step {step} in {checkpointer.directory}; run '
+                                'the same command again to resume from it.')
   if eval_metrics is None:  # resumed a finished run: evaluate what was restored
     eval_metrics = evaluate(state, start_step)
-    checkpointer.save(start_step, parallelism.get_state(state), metrics=eval_metrics)
+    checkpointer.save(start_step, parallelism.get_state(state), metrics=eval_metrics,
+                      progress=loop_state())
   checkpointer.wait()
   return state, eval_metrics
 
@@ -113,15 +138,6 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
 def _mean_on_host(step_metrics: list[dict[str, jax.Array]], parallelism) -> dict[str, float]:
   stacked = parallelism.get_output(jax.tree.map(lambda *xs: jnp.stack(xs, -1), *step_metrics))
   return {name: float(np.mean(values)) for name, values in stacked.items()}
-
-
-def _check_finite(means: dict[str, float], step: int, checkpointer: Checkpointer) -> None:
-  bad = [name for name, value in means.items() if not math.isfinite(value)]
-  if bad:
-    checkpointer.wait()
-    raise UserError(f'training diverged: {", ".join(bad)} not finite at step {step}; lower '
-                    f'--config.optim.learning_rate or set --config.optim.grad_clip_norm. '
-                    f'Checkpoints up to step {checkpointer.latest_step()} are intact.')
 
 
 def count_params(params: Any) -> int:

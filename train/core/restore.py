@@ -5,9 +5,8 @@ from typing import Any
 import jax
 import ml_collections
 
-from train.core import parallel
+from train.core import compat, parallel, trained
 from train.core.checkpoint import Checkpointer
-from train.core.errors import UserError
 from train.core.state import abstract_on_mesh
 from train.core.task import Length, StepContext, Task
 
@@ -24,13 +23,11 @@ def restore_state(task: Task, workdir: str, *, which: str | int = 'latest',
   task.build(info, Length(total_steps=1, steps_per_epoch=1), StepContext())
   abstract = abstract_on_mesh(task.init, jax.random.key(0), parallel.replicated(mesh))
   checkpointer = Checkpointer(workdir, keep=1, best_metric=task.best_metric,
-                              best_mode=task.best_mode)
+                              best_mode=task.best_mode, read_only=True)
   try:
-    step = {'latest': checkpointer.latest_step, 'best': checkpointer.best_step}.get(
-        which, lambda: which)()
-    if step is None:
-      raise UserError(f'no checkpoint in {checkpointer.directory}: train first with '
-                      f'python -m train.{task.name} --config ... --workdir {workdir}')
-    return checkpointer.restore(abstract, step=int(step)), int(step)
+    compat.check_fits(checkpointer.saved_tree(), abstract, trained.saved_config(workdir),
+                      task.config, workdir)
+    state, _, step = checkpointer.restore_for_use(abstract, which)
+    return state, step
   finally:
     checkpointer.close()

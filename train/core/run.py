@@ -17,10 +17,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from train.core import loop, parallel, trained
+from train.core import compat, interrupt, loop, parallel, trained, validate
+from train.core import workdir as workdir_lib
 from train.core.checkpoint import Checkpointer
 from train.core.early_stopping import EarlyStopping
-from train.core.state import init_on_mesh
+from train.core.state import abstract_on_mesh
 from train.core.task import Length, StepContext, Task, state_step
 from train.core.writer import MetricWriter
 
@@ -50,8 +51,21 @@ def check_batch_sizes(config: ml_collections.ConfigDict) -> None:
 
 def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
         hooks: Sequence[EvalHook] = ()) -> dict[str, float]:
-  """Trains `task` as `config` says, resuming from `workdir`; returns the final eval metrics."""
+  """Trains `task` as `config` says, resuming from `workdir`; returns the final eval metrics.
+
+  Nothing is written to `workdir` until the config has been checked, the workdir locked for
+  this run (`train.core.workdir`) and its checkpoints found to fit the config
+  (`train.core.compat`).
+  """
+  validate.check_config(config, task.eval_metrics)
   check_batch_sizes(config)
+  workdir_lib.check_usable(workdir)
+  with workdir_lib.hold(workdir), interrupt.catch_stop_signals() as signals:
+    return _run(task, config, workdir, hooks, signals)
+
+
+def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
+         hooks: Sequence[EvalHook], signals: interrupt.SignalFlag) -> dict[str, float]:
   mesh = parallel.make_mesh()
   parallelism = parallel.make_parallelism(config.parallelism, mesh)
   info = task.pipeline.get_dataset_info(config.data)
@@ -60,21 +74,29 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
   ctx = StepContext(axis_name=parallelism.axis_name, grad_accum_steps=config.grad_accum_steps)
   task.build(info, Length(cadence.total_steps, steps_per_epoch), ctx)
   streams = Streams.from_seed(config.seed)
-  state, abstract_state = init_on_mesh(task.init, streams.init, parallel.replicated(mesh))
+  abstract_state = validate.abstract_model_state(
+      lambda: abstract_on_mesh(task.init, streams.init, parallel.replicated(mesh)), config)
   checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints,
                               best_metric=task.best_metric, best_mode=task.best_mode)
   writer = None
   try:
+    compat.check_fits(checkpointer.saved_tree(), abstract_state, trained.saved_config(workdir),
+                      config, workdir)
     trained.save_config(config, workdir)
-    if checkpointer.latest_step() is None:
-      state = task.warm_start(state)
-    state = loop.restore_latest(checkpointer, state, abstract_state)
+    stopper = EarlyStopping(**config.early_stopping.to_dict())
+    restored = loop.restore_latest(checkpointer, abstract_state)
+    if restored is None:
+      state = task.warm_start(jax.jit(task.init, out_shardings=parallel.replicated(mesh))(
+          streams.init))
+    else:
+      state = restored.state
+      stopper.load_state_dict(restored.progress.get('early_stopping', {}))
     start_step = int(state_step(state))
     loop.say(f'{task.describe(state)}; {info.num_train} training and {info.num_eval} eval '
              f'examples of {config.data.dataset} {info.image_shape}; {cadence.total_steps} '
              f'steps of {config.batch_size} on {jax.device_count()} device(s) with '
              f'{config.parallelism}')
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, start_step)
     train_fn = parallelism.compile(_train_step(task, ctx), donate_state=True, with_rng=True)
     # Compiled on first use: the final evaluation's step may differ (see Task.eval_step).
     eval_fns = {final: parallelism.compile(_eval_step(task, ctx, final), with_rng=True)
@@ -94,9 +116,8 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
             config.data, seed=config.seed, global_batch_size=config.batch_size,
             start_step=start_step),
         mesh=mesh, rng=streams.train, evaluate=evaluate, checkpointer=checkpointer,
-        writer=writer, learning_rate=task.learning_rate,
-        stopper=EarlyStopping(**config.early_stopping.to_dict()), parallelism=parallelism,
-        hooks=hooks, on_log=task.after_log)
+        writer=writer, learning_rate=task.learning_rate, stopper=stopper,
+        parallelism=parallelism, hooks=hooks, on_log=task.after_log, signals=signals)
     loop.say(f'Final eval on {metrics["count"]} {config.data.eval_split} examples at step '
              f'{checkpointer.latest_step()}: {task.final_report(metrics)} (best '
              f'{task.best_metric} checkpoint: step {checkpointer.best_step()})')

@@ -55,15 +55,18 @@ class Length:
 class Task:
   """Base class of every task; subclasses override what differs.
 
-  Class attributes: `name` (shown in messages), `best_metric` (the eval metric that picks the
-  best checkpoint), `best_mode` ('max' when larger is better, 'min' otherwise) and `pipeline`
-  (the input pipeline module).
+  Class attributes: `name` (shown in messages), `eval_metrics`, `best_metric` (the eval metric
+  that picks the best checkpoint), `best_mode` ('max' when larger is better, 'min' otherwise)
+  and `pipeline` (the input pipeline module).
   """
   name: str = 'task'
   best_metric: str = 'loss'
+  # The names evaluations report, so config.early_stopping.metric is checked before training;
+  # () if they are known only once the first evaluation has run.
+  eval_metrics: tuple[str, ...] = ()
   best_mode: str = 'min'
   # Where the data comes from: a module with `get_dataset_info`, `make_train_iterator` and
-  # `make_eval_iterator` (as train/input_pipeline.py), reading `config.data`.
+  # `make_eval_iterator` (as train/data/pipeline.py), reading `config.data`.
   pipeline: Any = input_pipeline
 
   def __init__(self, config: ml_collections.ConfigDict):

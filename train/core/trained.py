@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from train.core import build, parallel
+from train.core import build, compat, parallel
 from train.core.checkpoint import Checkpointer
 from train.core.errors import UserError
 from train.core.state import abstract_on_mesh, create_train_state
@@ -39,6 +39,14 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
       f.write(config.to_json(indent=2))
 
 
+def saved_config(workdir: str) -> ml_collections.ConfigDict | None:
+  """The config.json of the run in `workdir`, or None if it has none (or an unreadable one)."""
+  try:
+    return load_config(workdir)
+  except UserError:
+    return None
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a `train.classify` run in `workdir` was trained with."""
   path = os.path.join(workdir, CONFIG_FILE)
@@ -48,8 +56,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.isfile(path):
     raise UserError(f'{path} not found: {workdir!r} is not the workdir of a train.classify run '
                     '(each run writes its config there when it starts).')
-  with open(path, encoding='utf-8') as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
+  try:
+    with open(path, encoding='utf-8') as f:
+      return ml_collections.ConfigDict(_tuples(json.load(f)))
+  except ValueError as e:
+    raise UserError(f'{path} is not a readable config ({e}): restore it, or train again in a '
+                    'new --workdir.') from None
 
 
 def _tuples(tree: Any) -> Any:
@@ -76,10 +88,12 @@ def restore_classifier(config: ml_collections.ConfigDict, workdir: str,
   abstract = abstract_on_mesh(
       functools.partial(create_train_state, model, tx, input_shape=info.image_shape),
       jax.random.key(0), parallel.replicated(mesh))
-  checkpointer = Checkpointer(workdir, keep=1, best_metric='accuracy')
-  step = checkpointer.best_step()
-  state = checkpointer.restore(abstract, step=step)
-  checkpointer.close()
+  checkpointer = Checkpointer(workdir, keep=1, best_metric='accuracy', read_only=True)
+  try:
+    compat.check_fits(checkpointer.saved_tree(), abstract, None, config, workdir)
+    state, _, step = checkpointer.restore_for_use(abstract, 'best')
+  finally:
+    checkpointer.close()
   return TrainedClassifier(model, {'params': state.params, 'batch_stats': state.batch_stats},
                            config, info, step)
 

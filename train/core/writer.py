@@ -15,15 +15,23 @@ from train.core import images as image_lib
 
 
 class MetricWriter:
-  """Appends one JSON object per record to metrics.jsonl and mirrors it to TensorBoard."""
+  """Appends one JSON object per record to metrics.jsonl and mirrors it to TensorBoard.
 
-  def __init__(self, workdir: str):
+  A run resumed at `start_step` first drops the records of later steps (written after the
+  checkpoint it resumed from, and about to be written again), so each (step, split) appears once.
+  """
+
+  def __init__(self, workdir: str, start_step: int = 0):
     self.workdir = workdir
     self.enabled = jax.process_index() == 0
     if self.enabled:
       os.makedirs(os.path.join(workdir, 'images'), exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
-      self._tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      path = os.path.join(workdir, 'metrics.jsonl')
+      _drop_records_after(path, start_step)
+      self._jsonl = open(path, 'a', encoding='utf-8')
+      # TensorBoard hides its own events of steps >= purge_step written before the restart.
+      self._tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'),
+                                        purge_step=start_step + 1)
 
   def write_scalars(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     if not self.enabled:
@@ -52,3 +60,25 @@ class MetricWriter:
     if self.enabled:
       self._jsonl.close()
       self._tensorboard.close()
+
+
+def _drop_records_after(path: str, step: int) -> None:
+  """Rewrites metrics.jsonl without the records of steps after `step` (atomically)."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding='utf-8') as f:
+    lines = f.readlines()
+  kept = [line for line in lines if _step_of(line) <= step]
+  if len(kept) == len(lines):
+    return
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.writelines(kept)
+  os.replace(path + '.tmp', path)
+
+
+def _step_of(line: str) -> float:
+  """A record's step; a line torn by a killed write counts as after every step."""
+  try:
+    return json.loads(line)['step']
+  except (ValueError, KeyError, TypeError):
+    return float('inf')

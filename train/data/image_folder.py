@@ -80,9 +80,29 @@ class ImageFolder:
     })
 
   def decode(self, path: tf.Tensor) -> tf.Tensor:
-    image = tf.io.decode_image(tf.io.read_file(path), channels=self.image_shape[-1],
-                               expand_animations=False)
+    image = decode_image(tf.io.read_file(path), self.image_shape[-1])
     return tf.ensure_shape(image, self.image_shape)
+
+
+def decode_image(data: tf.Tensor, channels: int) -> tf.Tensor:
+  """A PNG, JPEG, BMP or GIF file's bytes as uint8 (H, W, `channels`).
+
+  TensorFlow decodes BMP and GIF to 3 or 4 channels only, never 1: those are decoded in color
+  and converted to grayscale here. PNG and JPEG keep TensorFlow's own conversion.
+  """
+  if channels != 1:
+    return tf.io.decode_image(data, channels=channels, expand_animations=False)
+  png_or_jpeg = tf.logical_or(tf.io.is_jpeg(data),
+                              tf.equal(tf.strings.substr(data, 0, 4), b'\x89PNG'))
+
+  def from_color():
+    rgb = tf.io.decode_image(data, channels=3, expand_animations=False)
+    gray = tf.image.rgb_to_grayscale(tf.cast(rgb, tf.float32))
+    return tf.cast(tf.clip_by_value(tf.round(gray), 0, 255), tf.uint8)
+
+  return tf.cond(png_or_jpeg,
+                 lambda: tf.io.decode_image(data, channels=1, expand_animations=False),
+                 from_color)
 
 
 def _class_names(folder: str) -> tuple[str, ...]:
@@ -136,7 +156,19 @@ def inspect_image(path: str) -> tuple[tuple[int, int], bool]:
   if image_format not in _FORMATS:
     raise UserError(f'{path} is a {image_format} image; the pipeline reads '
                     f'{", ".join(_FORMATS)}: convert or remove it.')
+  if image_format == 'BMP':
+    _check_tensorflow_reads(path)
   return (height, width), mode in _GRAY_MODES and image_format != 'GIF'
+
+
+def _check_tensorflow_reads(path: str) -> None:
+  """BMP variants TensorFlow's decoder lacks (1-bit, compressed) pass PIL: try the real one."""
+  try:
+    decode_image(tf.io.read_file(path), 3)
+  except tf.errors.InvalidArgumentError as e:
+    reason = e.message.splitlines()[0] if e.message else 'unsupported'
+    raise UserError(f'{path} is a BMP variant TensorFlow cannot read ({reason}): convert it to '
+                    'PNG or a 24-bit BMP, or remove it.') from None
 
 
 def _stratified_split(files: list[_File], train_split: str, eval_split: str,

@@ -191,7 +191,7 @@ def preprocess_for_prediction(data_config, image: bytes | np.ndarray) -> np.ndar
                       f'{image.shape}.')
     # Through lossless PNG, so arrays get the same channel conversion as files.
     image = tf.io.encode_png(image.reshape(*image.shape[:2], -1))
-  image = tf.io.decode_image(image, channels=shape[-1], expand_animations=False)
+  image = image_folder.decode_image(image, shape[-1])
   return _normalizer(config, shape)(_rescaled(image, shape)).numpy()
 
 

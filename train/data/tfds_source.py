@@ -59,7 +59,7 @@ def prepared_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilde
   """`tfds.builder(name)`, downloaded and prepared in `data_dir` if it is not yet."""
   try:
     builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
+  except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:  # unknown, malformed
     raise UserError(f'data.dataset={name!r} is not a TFDS dataset (see '
                     'https://www.tensorflow.org/datasets/catalog/overview) nor '
                     "'folder:/path/to/images'.") from e
