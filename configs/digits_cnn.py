@@ -14,6 +14,9 @@ def get_config():
   config.model = 'cnn'
   config.data.dataset = 'sklearn_digits'
   config.data.image_size = (16, 16)
+  # 287 of the 1,437 training digits (stratified) select the best checkpoint; the 360 test digits
+  # are scored once, at the end.
+  config.data.validation_split = 0.2
   config.data.augment.rotation = 10.0
   config.data.augment.shift = 0.1
   config.batch_size = 64
