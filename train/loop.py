@@ -15,7 +15,7 @@ import numpy as np
 from train import parallel
 from train.checkpoint import Checkpointer
 from train.early_stopping import EarlyStopping
-from train.errors import UserError
+from train.errors import TrainingDiverged, UserError
 from train.metric_writer import MetricWriter
 from train.progress import Progress, format_metrics
 
@@ -119,7 +119,7 @@ def _check_finite(means: dict[str, float], step: int, checkpointer: Checkpointer
   bad = [name for name, value in means.items() if not math.isfinite(value)]
   if bad:
     checkpointer.wait()
-    raise UserError(f'training diverged: {", ".join(bad)} not finite at step {step}; lower '
+    raise TrainingDiverged(f'training diverged: {", ".join(bad)} not finite at step {step}; lower '
                     f'--config.optim.learning_rate or set --config.optim.grad_clip_norm. '
                     f'Checkpoints up to step {checkpointer.latest_step()} are intact.')
 
