@@ -15,8 +15,11 @@ import jax
 import numpy as np
 
 import zoo
-from train import classify, optim, parallel
-from train.state import create_train_state, init_on_mesh
+from configs import common
+from train import classify
+from train.core import optim, parallel
+from train.core.state import create_train_state, init_on_mesh
+from train.core.task import StepContext
 
 
 def main():
@@ -33,14 +36,15 @@ def main():
   model = zoo.create_model(args.model, num_classes=10)
   if hasattr(model, 'bn_axis_name'):
     model = model.clone(bn_axis_name=parallelism.axis_name)
-  tx = optim.make_optimizer(optim.default_optim_config(), 1000, 100)
+  tx = optim.make_optimizer(common.optim(), 1000, 100)
   shape = (args.image_size, args.image_size, 3)
   state, _ = init_on_mesh(functools.partial(create_train_state, model, tx, input_shape=shape),
                           jax.random.key(0), parallel.replicated(mesh))
   state = parallelism.put_state(state)
   step = parallelism.compile(
       functools.partial(classify.train_step, label_smoothing=0.0,
-                        axis_name=parallelism.axis_name), donate_state=True, with_rng=True)
+                        ctx=StepContext(axis_name=parallelism.axis_name)),
+      donate_state=True, with_rng=True)
   rng = np.random.default_rng(0)
   batch = parallelism.shard_batch({
       'image': rng.random((args.batch_size, *shape), np.float32),

@@ -33,7 +33,13 @@ def cifar10_sgd_config():
   return config
 
 
+DEPTHS = ('20', '32', '44', '56', '110')
+
+
 def get_config(depth: str = '20'):
+  """`:DEPTH`: the ResNet of that depth (one of DEPTHS)."""
+  if depth not in DEPTHS:
+    raise ValueError(f'configs/cifar10_resnet.py:{depth}: use one of {", ".join(DEPTHS)}')
   config = cifar10_sgd_config()
   config.model = f'resnet{int(depth)}'
   config.num_epochs = 164.0

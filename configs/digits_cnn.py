@@ -2,14 +2,18 @@
 
     python -m train.classify --config configs/digits_cnn.py --workdir runs/digits_cnn
 
-Expected (measured on a 2-core CPU, about 1 minute): 880 steps; final test accuracy 0.9972 (359 of
-the 360 test digits), top-5 1.0000, loss 0.0045; the best checkpoint (step 660) has 1.0000.
+Expected (measured on a 2-core CPU: 97 s of CPU time, 7 minutes on a machine shared with other
+jobs): 680 steps on the 1,150 training digits; validation accuracy 0.9930 (285 of the 287 digits
+held out of the training split) at the end and at the best checkpoint (step 510); that checkpoint
+scores test accuracy 0.9972 (359 of the 360 test digits), top-5 1.0000, loss 0.0072.
 """
 
-from configs import classify_base
+from configs import classify_base, common
 
 
-def get_config():
+def get_config(variant: str = ''):
+  """`:tiny`: 8x8 inputs, a tiny CNN, 4 steps (for tests)."""
+  tiny = common.parse_variant('configs/digits_cnn.py', variant, ('tiny',))
   config = classify_base.get_config()
   config.model = 'cnn'
   config.data.dataset = 'sklearn_digits'
@@ -26,4 +30,8 @@ def get_config():
   config.optim.learning_rate = 3e-3
   config.optim.warmup_epochs = 1.0
   config.log_every_steps = 100
+  if tiny:
+    common.tiny(config)
+    config.data.image_size = (8, 8)
+    config.model_kwargs = {'features': (4, 8), 'hidden': 16}
   return config

@@ -11,13 +11,16 @@ so samples and real images alike are resized bilinearly 8x8 -> 16x16 before it, 
 pipeline does, and the grids show them at 16x16. FID: the 360 generated images against the 1,437
 training images; the floor: the 360 real test images against the same.
 
-Expected: see docs/gan.md (measured on a 2-core CPU).
+Expected (measured on a 2-core CPU, about 6 min; details in docs/gan.md): at step 4,400 FID 22.3
+against a floor of 7.5, Inception Score 7.66 against 8.84 for real images, 10 of 10 classes.
 """
 
-from configs import gan_base
+from configs import common, gan_base
 
 
-def get_config():
+def get_config(variant: str = ''):
+  """`:tiny`: networks of width 4, 4 steps, 72 samples scored (for tests)."""
+  tiny = common.parse_variant('configs/digits_dcgan.py', variant, ('tiny',))
   config = gan_base.get_config()
   config.data.dataset = 'sklearn_digits'
   config.data.image_size = (8, 8)  # the dataset's own size
@@ -33,4 +36,10 @@ def get_config():
   config.eval.num_grid = 100
   config.eval.grid_size = (16, 16)  # as the classifier sees them
   config.eval.grid_scale = 4
+  config.eval_batch_size = 120
+  if tiny:
+    common.tiny(config)
+    config.generator.kwargs.update(dict(width=4, latent_dim=8))
+    config.discriminator.kwargs.width = 4
+    config.eval.update(dict(num_samples=72, batch_size=32, num_splits=4, num_grid=16))
   return config

@@ -14,10 +14,12 @@ independent per-pixel Bernoulli baseline fitted on the same 1,437 training image
 31-37 samples/s at batch 64, compile excluded. Grids: runs/digits_pixelcnn/images/.
 """
 
-from configs import pixelcnn_base
+from configs import common, pixelcnn_base
 
 
-def get_config():
+def get_config(variant: str = ''):
+  """`:tiny`: the tiny gated PixelCNN, 4 steps, 8 samples (for tests)."""
+  tiny = common.parse_variant('configs/digits_pixelcnn.py', variant, ('tiny',))
   config = pixelcnn_base.get_config()
   config.model = 'pixelcnn_gated'
   config.model_kwargs = {'features': 64, 'num_layers': 4}
@@ -30,4 +32,8 @@ def get_config():
   config.checkpoint_every_epochs = 4.0
   config.optim.learning_rate = 2e-3
   config.log_every_steps = 50
+  if tiny:
+    common.tiny(config)
+    config.model, config.model_kwargs = 'pixelcnn_gated_tiny', {}
+    config.num_samples, config.num_completions = 8, 4
   return config

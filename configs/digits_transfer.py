@@ -28,7 +28,6 @@ shows the mechanics; transfer pays off when the source task is richer than the t
 """
 
 from configs import digits_cnn
-from train.errors import UserError
 
 PRETRAIN_WORKDIR = 'runs/digits_0to4'
 FEATURES_WORKDIR = 'runs/digits_5to9_features'
@@ -37,7 +36,7 @@ ARGS = ('pretrain', 'features', 'finetune', 'scratch')
 
 def get_config(arg: str = 'pretrain'):
   if arg not in ARGS:
-    raise UserError(f'configs/digits_transfer.py:{arg}: use one of {ARGS}')
+    raise ValueError(f'configs/digits_transfer.py:{arg}: use one of {ARGS}')
   config = digits_cnn.get_config()
   config.num_epochs = 20.0
   config.data.classes = (0, 1, 2, 3, 4) if arg == 'pretrain' else (5, 6, 7, 8, 9)

@@ -1,13 +1,12 @@
 """Every field of a `train.gan` config, with defaults (DCGAN, Radford et al. 2015); recipes
 start from this one.
 
-Durations and intervals are in epochs of the training split; batch sizes are global.
+The fields every task shares (durations, batch sizes, parallelism, ...) are in configs/common.py.
 """
 
 import ml_collections
 
-from train.input_pipeline import default_config as default_data_config
-from train.optim import default_optim_config
+from configs import common
 
 
 def _network(model: str, **kwargs) -> ml_collections.ConfigDict:
@@ -15,27 +14,25 @@ def _network(model: str, **kwargs) -> ml_collections.ConfigDict:
       model=model,  # a name in zoo.list_models()
       kwargs=kwargs,  # fields of the model's dataclass; image_size/channels come from the data
       # The paper's Adam: learning rate 2e-4, beta1 0.5.
-      optim=default_optim_config(name='adam', learning_rate=2e-4, b1=0.5, weight_decay=0.0,
+      optim=common.optim(name='adam', learning_rate=2e-4, b1=0.5, weight_decay=0.0,
                                  schedule='constant')))
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
+  config = common.run_fields(ml_collections.ConfigDict(), early_stopping_metric='fid',
+                             early_stopping_mode='min')
   config.generator = _network('dcgan_generator', width=64, latent_dim=100, decoder='transpose')
   config.discriminator = _network('dcgan_discriminator', width=64)
   config.loss = 'non_saturating'  # or 'hinge', 'minimax' (see train.gan.generator_loss)
-  config.dtype = 'float32'  # computation dtype; parameters stay float32
-  config.data = default_data_config()  # fields: see train/input_pipeline.py
+  config.data = common.data()
   config.data.normalization = 'none'  # the GAN maps [0, 1] to [-1, 1] itself
-  config.seed = 0
-  config.batch_size = 128
+  config.eval_batch_size = 256  # held-out images the discriminator is evaluated on
   config.num_epochs = 25.0
-  config.log_every_steps = 50
   config.eval_every_epochs = 5.0
   config.checkpoint_every_epochs = 5.0
   config.keep_checkpoints = 2
   config.eval = ml_collections.ConfigDict(dict(
-      feature_net='classifier',  # or 'inception' (see train/feature_nets.py)
+      feature_net='classifier',  # or 'inception' (see train/metrics/feature_nets.py)
       # 'classifier': a train.classify run on the same dataset, and how it was trained.
       classifier_config='configs/digits_cnn.py',
       classifier_overrides=(),  # 'field=value' strings, as --config.field=value flags

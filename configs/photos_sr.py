@@ -5,7 +5,7 @@
 
 Trains the transposed-convolution and the resize-convolution network side by side on the 2,360
 training windows (random left-right flips) and evaluates on the 24 held-out test tiles
-(`train/sr_data.py`). Other data: `--config.data.dataset=cifar10` (any TFDS image
+(`train/data/photos.py`). Other data: `--config.data.dataset=cifar10` (any TFDS image
 classification dataset or `folder:PATH`; its images at `data.image_size`, () for their own
 size, are the targets).
 
@@ -23,29 +23,34 @@ one image (mean of per-tile PSNRs in brackets), checkerboard score in dB (target
 
 import ml_collections
 
-from train.input_pipeline import default_config as default_data_config
-from train.optim import default_optim_config
+from configs import common
 
 
-def get_config(scale: str = '2') -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.scale = int(scale)  # upsampling factor: 2 or 4 (a power of two)
+def get_config(variant: str = '2') -> ml_collections.ConfigDict:
+  """`:2` or `:4` (the scale); `:tiny` (or `:2+tiny`, `:4+tiny`): 1-layer networks, 4 steps."""
+  parts = common.parse_variant('configs/photos_sr.py', variant, ('2', '4', 'tiny'))
+  config = common.run_fields(ml_collections.ConfigDict(), early_stopping_metric='psnr_transpose',
+                             early_stopping_mode='max')
+  config.scale = 4 if '4' in parts else 2  # upsampling factor: 2 or 4 (a power of two)
   config.decoders = ('transpose', 'resize')  # one network per decoder, trained side by side
   config.model_kwargs = ml_collections.ConfigDict(dict(features=32, num_convs=3))
-  config.dtype = 'float32'
-  config.data = default_data_config()
+  config.data = common.data()
   config.data.dataset = 'sklearn_photos'
   config.data.image_size = ()  # the 64x64 patches as they are
   config.data.normalization = 'none'  # images in [0, 1]
   config.data.augment.flip = True
-  config.seed = 0
   config.batch_size = 16
   config.eval_batch_size = 24
   config.num_epochs = 6.0
-  config.optim = default_optim_config(name='adam', learning_rate=1e-3, weight_decay=0.0)
+  config.optim = common.optim(name='adam', learning_rate=1e-3, weight_decay=0.0)
   config.log_every_steps = 100
   config.eval_every_epochs = 2.0
   config.checkpoint_every_epochs = 2.0
   config.keep_checkpoints = 2
   config.num_shown = 6  # examples in each comparison grid
+  if 'tiny' in parts:
+    common.tiny(config)
+    config.batch_size, config.eval_batch_size = 16, 24
+    config.model_kwargs.update(dict(features=8, num_convs=1))
+    config.num_shown = 3
   return config

@@ -1,22 +1,21 @@
 """Every field of a `train.vae` config, with defaults; the VAE recipes start from this one.
 
-Durations and intervals are in epochs of the training split; batch sizes are global.
+The fields every task shares (durations, batch sizes, parallelism, ...) are in configs/common.py.
 """
 
 import ml_collections
 
-from train.input_pipeline import default_config as default_data_config
-from train.optim import default_optim_config
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
+  config = common.run_fields(ml_collections.ConfigDict(), early_stopping_metric='neg_elbo',
+                             early_stopping_mode='min')
   # Fields of zoo.vae.VAE (image_shape comes from the data).
   config.model_kwargs = ml_collections.ConfigDict(dict(
       latent_dim=16, features=(32, 64), likelihood='bernoulli', num_bins=256,
       decoder='transpose'))
-  config.dtype = 'float32'  # computation dtype; parameters, likelihoods and bounds stay float32
-  config.data = default_data_config()  # fields: see train/input_pipeline.py
+  config.data = common.data()
   config.data.normalization = 'none'  # the likelihoods need images in [0, 1]
   # How images become what the likelihood scores. 'bernoulli' needs binary pixels: 'dynamic'
   # draws each pixel ~ Bernoulli(intensity) afresh every step (the eval split the same way at
@@ -25,14 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   # levels k / (num_bins - 1).
   config.binarize = 'none'
   config.beta = 1.0  # weight of the KL term in the training loss (1: the negative ELBO)
-  config.seed = 0
-  config.batch_size = 128
-  config.eval_batch_size = 256
-  config.num_epochs = 10.0
-  config.optim = default_optim_config(name='adam', weight_decay=0.0)
-  config.log_every_steps = 50
-  config.eval_every_epochs = 1.0
-  config.checkpoint_every_epochs = 1.0
+  config.optim = common.optim(name='adam', weight_decay=0.0)
   config.keep_checkpoints = 2
   # Importance samples for the log-likelihood estimate of the final evaluation (0: none), and
   # how many of them are decoded at once (memory: iwae_chunk_size eval batches).

@@ -1,8 +1,89 @@
-"""Test-wide JAX settings: four fake CPU devices (so data parallelism is exercised) and fast compiles."""
+"""Test-wide JAX settings (four fake CPU devices, fast compiles) and the fixtures tests share."""
+
+import json
+import os
+from typing import Callable
 
 import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from train.core import config as config_lib
 
 # Must run before the first JAX computation creates the CPU backend.
 jax.config.update('jax_num_cpu_devices', 4)
 # The suite compiles many small programs and runs each only a few times.
 jax.config.update('jax_disable_most_optimizations', True)
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory) -> str:
+  """One TFDS data_dir for the session: each offline dataset is prepared there once."""
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+def read_metrics(workdir, split: str | None = None) -> list[dict]:
+  """The records of WORKDIR/metrics.jsonl, those of `split` ('train', 'eval') if given."""
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    records = [json.loads(line) for line in f]
+  return [r for r in records if split is None or r['split'] == split]
+
+
+@pytest.fixture(name='read_metrics')
+def read_metrics_fixture() -> Callable[..., list[dict]]:
+  return read_metrics
+
+
+@pytest.fixture
+def tiny_config(data_dir) -> Callable:
+  """`tiny_config('configs/x.py:tiny', **changes)`: the recipe's tiny variant on the session's
+  data_dir, with `changes` (dotted names as keys' parts: `model_kwargs={...}`) applied."""
+  def make(spec: str, **changes):
+    config = config_lib.load_config(spec)
+    config.data.data_dir = data_dir
+    with config.unlocked():
+      for name, value in changes.items():
+        config[name] = value
+    return config
+  return make
+
+
+def checkpoint_params(workdir) -> tuple[int, dict]:
+  """(step, parameters as NumPy) of the latest checkpoint in WORKDIR, whatever wrote it."""
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  step = max(int(name) for name in os.listdir(checkpoints) if name.isdigit())
+  path = os.path.join(checkpoints, str(step), 'default')
+  checkpointer = ocp.StandardCheckpointer()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        checkpointer.metadata(path).item_metadata.tree)
+  state = jax.tree.map(np.asarray, checkpointer.restore(path, target))
+  # Every `params` subtree: one network's, or each of several networks'.
+  found = {}
+  def collect(node, prefix):
+    if isinstance(node, dict):
+      for key, child in node.items():
+        if key == 'params':
+          found[prefix or 'params'] = child
+        else:
+          collect(child, f'{prefix}/{key}' if prefix else key)
+  collect(state, '')
+  return step, found
+
+
+def assert_same_run(workdir_a, workdir_b, loss: str = 'loss') -> None:
+  """Two runs wrote the same train losses (`loss` metric) and the same final parameters."""
+  step_a, params_a = checkpoint_params(workdir_a)
+  step_b, params_b = checkpoint_params(workdir_b)
+  assert step_a == step_b
+  losses = [[r[loss] for r in read_metrics(w, 'train')] for w in (workdir_a, workdir_b)]
+  assert losses[0], f'no train records in {workdir_a}'
+  np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               params_a, params_b)
+
+
+@pytest.fixture(name='assert_same_run')
+def assert_same_run_fixture() -> Callable[..., None]:
+  return assert_same_run

@@ -1,4 +1,4 @@
-"""Tests for train/augment.py: shape, range, identity when off and effect when on of each."""
+"""Tests for train/data/augment.py: shape, range, identity when off and effect when on of each."""
 
 import math
 
@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage
 
-from train import augment
-from train.errors import UserError
+from train.core.errors import UserError
+from train.data import augment
 
 SEED = tf.constant([3, 4], tf.int64)
 ON = dict(flip=dict(flip=True), crop_padding=dict(crop_padding=2), rotation=dict(rotation=30.0),

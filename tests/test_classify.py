@@ -12,11 +12,13 @@ import pytest
 import tensorflow_datasets as tfds
 
 import zoo
-from configs import digits_cnn
-from train import classify, input_pipeline, optim, parallel
+from configs import common, digits_cnn
+from train import classify
+from train.core import optim, parallel
 from train.core import run as run_lib
-from train.errors import UserError
-from train.state import create_train_state, init_on_mesh
+from train.core.errors import UserError
+from train.core.state import create_train_state, init_on_mesh
+from train.data import pipeline as input_pipeline
 
 
 def _tiny_config(tmp_path, **changes):
@@ -39,7 +41,7 @@ def _tiny_state(mesh, num_classes=10, shape=(8, 8, 1)):
   model = zoo.create_model('cnn', num_classes=num_classes, features=(4, 8), hidden=16,
                            dropout_rate=0.0)
   tx = optim.make_optimizer(
-      optim.default_optim_config(learning_rate=1e-2, schedule='constant'), 100, 10)
+      common.optim(learning_rate=1e-2, schedule='constant'), 100, 10)
   init = functools.partial(create_train_state, model, tx, input_shape=shape)
   return init_on_mesh(init, jax.random.key(0), parallel.replicated(mesh))[0]
 

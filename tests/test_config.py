@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from train import config as config_lib
-from train.errors import UserError
+from train.core import config as config_lib
+from train.core.errors import UserError
 
 RECIPE = 'configs/digits_cnn.py'
 

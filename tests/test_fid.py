@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from train import fid
+from train.metrics import fid
 
 
 def _features(n, d, seed=0, scale=None):

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import zoo
-from train import feature_nets, parallel
-from train.errors import UserError
+from train.core import parallel
+from train.core.errors import UserError
+from train.metrics import feature_nets
 from zoo import inception
 
 # Keys and PyTorch shapes of pytorch-fid's FIDInceptionV3 state dict (torchvision's layers).

@@ -12,8 +12,9 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn import datasets as sk_datasets
 
-from train import input_pipeline, tfds_source
-from train.errors import UserError
+from train.core.errors import UserError
+from train.data import pipeline as input_pipeline
+from train.data import tfds_source
 
 NUM_TRAIN, NUM_TEST = 1437, 360
 

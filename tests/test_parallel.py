@@ -12,8 +12,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import digits_cnn
-from train import classify, input_pipeline, parallel
-from train.errors import UserError
+from train import classify
+from train.core import parallel
+from train.core.errors import UserError
+from train.data import pipeline as input_pipeline
 
 STEPS = 5  # of 32 examples; 1437 // 32 = 44 steps per epoch
 

@@ -9,8 +9,10 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from configs import digits_cnn
-from train import classify, input_pipeline, predict, trained
-from train.errors import UserError
+from train import classify, predict
+from train.core import trained
+from train.core.errors import UserError
+from train.data import pipeline as input_pipeline
 
 NUM_IMAGES = 12
 

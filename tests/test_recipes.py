@@ -1,43 +1,76 @@
-"""Every recipe under configs/ loads, names a registered model, and that model builds."""
+"""Every recipe under configs/ loads, says how to run it and what to expect, and builds its
+model(s) for the task its command names."""
 
 import glob
 import os
+import re
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-import zoo
-from train import config as config_lib
+from train import gan, pixelcnn, upsample, vae
 from train.core import build
+from train.core import config as config_lib
 
-CLASSIFY_RECIPES = ['configs/digits_cnn.py', 'configs/mnist_cnn.py',
-                    'configs/cifar10_resnet.py:20', 'configs/cifar10_resnet.py:56',
-                    'configs/cifar10_vgg16_bn.py', 'configs/imagenet_resnet50.py']
-INPUT_SHAPES = {'sklearn_digits': (16, 16, 1), 'mnist': (28, 28, 1), 'cifar10': (32, 32, 3),
-                'imagenet2012': (224, 224, 3)}
-
-
-def test_every_recipe_has_a_docstring_with_its_command():
-  for path in glob.glob('configs/*.py'):
-    name = os.path.basename(path)
-    if name.startswith('__') or name.endswith('_base.py'):
-      continue
-    recipe = config_lib.load_config(path)  # imports and calls get_config()
-    assert recipe is not None
-    with open(path, encoding='utf-8') as f:
-      assert 'python -m train.' in f.read().split('"""')[1], f'{path}: no command in docstring'
+RECIPES = sorted(path for path in glob.glob('configs/*.py')
+                 if not os.path.basename(path).startswith('__')
+                 and not path.endswith(('_base.py', 'common.py')))
+# The image shape of each dataset the recipes name (after the recipe's resizing, if any).
+SHAPES = {'sklearn_digits': (8, 8, 1), 'sklearn_photos': (64, 64, 3), 'mnist': (28, 28, 1),
+          'cifar10': (32, 32, 3), 'imagenet2012': (224, 224, 3)}
 
 
-@pytest.mark.parametrize('spec', CLASSIFY_RECIPES)
-def test_classification_recipe_builds_its_model(spec):
-  config = config_lib.load_config(spec)
-  num_classes = 1000 if config.data.dataset == 'imagenet2012' else 10
-  model = build.classifier(config, num_classes)
-  shape = INPUT_SHAPES[config.data.dataset]
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)),
-                                                train=False))
-  logits = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, *shape)), train=False),
-                          variables)
-  assert logits.shape == (2, num_classes)
-  assert config.model in zoo.list_models()
+def _docstring(path: str) -> str:
+  with open(path, encoding='utf-8') as f:
+    return f.read().split('"""')[1]
+
+
+def _shape(config) -> tuple[int, int, int]:
+  channels = SHAPES[config.data.dataset][-1]
+  size = tuple(config.data.image_size) or SHAPES[config.data.dataset][:2]
+  return (*size, channels)
+
+
+def _models(task: str, config) -> list[tuple[object, tuple[int, ...]]]:
+  """(model, input shape) of each network the task trains with this config."""
+  shape = _shape(config)
+  if task == 'classify':
+    classes = 1000 if config.data.dataset == 'imagenet2012' else 10
+    return [(build.classifier(config, classes), shape)]
+  if task == 'vae':
+    return [(vae.build_model(config, shape), shape)]
+  if task == 'pixelcnn':
+    return [(pixelcnn.build_model(config, shape[-1]), shape)]
+  if task == 'upsample':
+    small = (shape[0] // config.scale, shape[1] // config.scale, shape[2])
+    return [(upsample.build_model(config, name), small) for name in config.decoders]
+  generator, discriminator = gan.build_models(config, shape)
+  return [(generator, (generator.latent_dim,)), (discriminator, shape)]
+
+
+@pytest.mark.parametrize('path', RECIPES)
+def test_recipe_gives_a_command_and_an_expected_figure_and_builds_its_models(path):
+  doc = _docstring(path)
+  commands = re.findall(r'python -m train\.(\w+) --config (configs/\w+\.py)', doc)
+  assert commands, f'{path}: no command in its docstring'
+  assert re.search(r'(?i)\b(expected|measured)\b[^.]*', doc) and re.search(r'\d\.\d', doc), (
+      f'{path}: no expected figure in its docstring')
+  config = config_lib.load_config(path)
+  task = next(task for task, recipe in commands
+              if recipe == path and task in ('classify', 'vae', 'gan', 'pixelcnn', 'upsample'))
+  key = jax.random.key(0)
+  rngs = {'params': key, 'sample': key, 'dropout': key}  # the VAE samples even in eval
+  for model, shape in _models(task, config):
+    variables = jax.eval_shape(lambda: model.init(rngs, jnp.zeros((1, *shape)), train=False))
+    assert jax.tree.leaves(variables['params']), f'{path}: {type(model).__name__} has no params'
+    out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, *shape)), train=False,
+                                               rngs=rngs), variables)
+    assert jax.tree.leaves(out)[0].shape[0] == 2
+
+
+@pytest.mark.parametrize('path', [p for p in RECIPES if ':tiny' in _docstring(p)
+                                  or 'tiny' in open(p, encoding='utf-8').read()])
+def test_tiny_variants_load(path):
+  config = config_lib.load_config(f'{path}:tiny')
+  assert config.num_steps > 0 and config.batch_size <= 32

@@ -15,19 +15,13 @@ import tensorflow_datasets as tfds
 
 import zoo
 from configs import digits_dcgan
-from train import (
-  classify,
-  feature_nets,
-  gan,
-  gan_eval,
-  gan_metrics,
-  input_pipeline,
-  parallel,
-)
-from train.config import apply_overrides, load_config
-from train.core import build
+from train import classify, gan, gan_eval
+from train.core import build, parallel
+from train.core.config import apply_overrides, load_config
+from train.core.errors import UserError
 from train.core.task import Length
-from train.errors import UserError
+from train.data import pipeline as input_pipeline
+from train.metrics import feature_nets, gan_metrics
 
 CLASSIFIER_CONFIG = 'configs/digits_cnn.py'
 

@@ -13,11 +13,12 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import zoo
-from configs import cifar10_pixelcnn, digits_pixelcnn, mnist_pixelcnn
-from train import input_pipeline, optim, parallel
+from configs import cifar10_pixelcnn, common, digits_pixelcnn, mnist_pixelcnn
 from train import pixelcnn as trainer
-from train.errors import UserError
-from train.state import create_train_state, init_on_mesh
+from train.core import optim, parallel
+from train.core.errors import UserError
+from train.core.state import create_train_state, init_on_mesh
+from train.data import pipeline as input_pipeline
 from zoo import pixelcnn
 
 
@@ -42,7 +43,7 @@ def _tiny_config(tmp_path, **changes):
 
 def _tiny_state(mesh, model_name='pixelcnn_tiny', shape=(8, 8, 1)):
   tx = optim.make_optimizer(
-      optim.default_optim_config(learning_rate=1e-2, schedule='constant'), 100, 10)
+      common.optim(learning_rate=1e-2, schedule='constant'), 100, 10)
   init = functools.partial(create_train_state, zoo.create_model(model_name), tx,
                            input_shape=shape)
   return init_on_mesh(init, jax.random.key(0), parallel.replicated(mesh))[0]

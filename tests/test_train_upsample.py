@@ -15,11 +15,15 @@ from PIL import Image
 from sklearn import datasets as sk_datasets
 
 import zoo
-from configs import photos_sr
-from train import image_metrics, input_pipeline, optim, parallel, sr_data, upsample
+from configs import common, photos_sr
+from train import upsample
+from train.core import optim, parallel
 from train.core import run as run_lib
-from train.errors import UserError
-from train.state import create_train_state, init_on_mesh
+from train.core.errors import UserError
+from train.core.state import create_train_state, init_on_mesh
+from train.data import photos as sr_data
+from train.data import pipeline as input_pipeline
+from train.metrics import image_metrics
 from zoo import decoders
 
 ROWS, COLS = np.mgrid[:64, :64]
@@ -118,7 +122,7 @@ def test_patch_corners_keep_test_tiles_out_of_training_windows():
 
 
 def _tiny_states(mesh, scale=2):
-  tx = optim.make_optimizer(optim.default_optim_config(name='adam', learning_rate=3e-3,
+  tx = optim.make_optimizer(common.optim(name='adam', learning_rate=3e-3,
                                                        schedule='constant'), 100, 10)
   init = lambda rng: {name: create_train_state(
       zoo.create_model(f'sr_{name}', scale=scale, features=8, num_convs=1), tx,

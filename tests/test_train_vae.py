@@ -15,13 +15,15 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn import metrics as sk_metrics
 
-from configs import digits_vae
-from train import anomaly, input_pipeline, optim, parallel
-from train import config as config_lib
+from configs import common, digits_vae
+from train import anomaly
 from train import vae as vae_train
+from train.core import config as config_lib
+from train.core import optim, parallel
 from train.core import run as run_lib
-from train.errors import UserError
-from train.state import create_train_state, init_on_mesh
+from train.core.errors import UserError
+from train.core.state import create_train_state, init_on_mesh
+from train.data import pipeline as input_pipeline
 from zoo import vae
 
 TINY = dict(latent_dim=3, features=(4, 8))
@@ -51,7 +53,7 @@ def _tiny_config(data_dir, variant='', **changes):
 
 
 def _tiny_state(mesh, model):
-  tx = optim.make_optimizer(optim.default_optim_config(name='adam', learning_rate=1e-2,
+  tx = optim.make_optimizer(common.optim(name='adam', learning_rate=1e-2,
                                                        schedule='constant'), 100, 10)
   init = functools.partial(create_train_state, model, tx, input_shape=model.image_shape)
   return init_on_mesh(init, jax.random.key(0), parallel.replicated(mesh))[0]

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from configs import digits_cnn
-from train import classify, parallel, trained, transfer
-from train.core import build
-from train.errors import UserError
-from train.state import create_train_state, init_on_mesh
+from train import classify
+from train.core import build, parallel, trained, transfer
+from train.core.errors import UserError
+from train.core.state import create_train_state, init_on_mesh
+from train.core.task import Length
 
 
 def _config(tmp, steps=3, **transfer_fields):
@@ -56,7 +57,8 @@ def _flat(classifier, collection):
 
 def _fresh_state(config, num_classes):
   model = build.classifier(config, num_classes)
-  tx = build.optimizer(config.optim, 1, 1, head_only=config.transfer.freeze_backbone)
+  tx = build.optimizer(config.optim, Length(1, 1),
+                          head_only=config.transfer.freeze_backbone)[0]
   mesh = parallel.make_mesh()
   return init_on_mesh(functools.partial(create_train_state, model, tx, input_shape=(8, 8, 1)),
                       jax.random.key(1), parallel.replicated(mesh))[0]
@@ -111,5 +113,5 @@ def test_a_missing_source_or_head_is_a_user_error(tmp_path):
   with pytest.raises(UserError, match='missing.*does not exist'):
     classify.train_and_evaluate(config, str(tmp_path / 'run'))
   with pytest.raises(UserError, match="named 'head'"):
-    build.optimizer(_config(tmp_path).optim, 1, 1, head_only=True).init(
+    build.optimizer(_config(tmp_path).optim, Length(1, 1), head_only=True)[0].init(
         {'conv': {'kernel': np.zeros(3)}})

@@ -16,9 +16,10 @@ import pytest
 
 import zoo
 from configs import digits_tune
-from train import classify, optim, tune
-from train.errors import UserError
-from train.state import create_train_state
+from train import classify, tune
+from train.core import optim
+from train.core.errors import UserError
+from train.core.state import create_train_state
 from train.tuning import population, space as space_lib, study as study_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -25,17 +25,18 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from sklearn import metrics as sk_metrics
 
-from train import cli, input_pipeline, loop, parallel
 from train import vae as vae_train
+from train.core import cli, loop, parallel
+from train.core.errors import UserError
 from train.core.restore import restore_state
-from train.errors import UserError
-from train.metric_writer import MetricWriter
-from train.state import TrainState
+from train.core.state import TrainState
+from train.core.writer import MetricWriter
+from train.data import pipeline as input_pipeline
 from zoo import vae
 
 SCORES = ('neg_elbo', 'reconstruction_error')

@@ -12,13 +12,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from train import cli, optim, trained, transfer
-from train.core import build
+from train.core import build, cli, trained, transfer
 from train.core import step as step_lib
+from train.core.loop import say
 from train.core.run import run
+from train.core.state import TrainState, create_train_state
 from train.core.task import Batch, Length, Metrics, StepContext, Task, count_params
-from train.loop import say
-from train.state import TrainState, create_train_state
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
@@ -80,10 +79,8 @@ class ClassifyTask(Task):
     super().build(info, length, ctx)
     config = self.config
     self.model = build.classifier(config, info.num_classes, bn_axis_name=ctx.axis_name)
-    self.schedule = optim.learning_rate_schedule(config.optim, length.total_steps,
-                                                 length.steps_per_epoch)
-    self.tx = build.optimizer(config.optim, length.total_steps, length.steps_per_epoch,
-                              head_only=config.transfer.freeze_backbone)
+    self.tx, self.schedule = build.optimizer(config.optim, length,
+                                             head_only=config.transfer.freeze_backbone)
 
   def init(self, rng: jax.Array) -> TrainState:
     return create_train_state(self.model, self.tx, rng, self.info.image_shape)
@@ -100,9 +97,6 @@ class ClassifyTask(Task):
 
   def describe(self, state: TrainState) -> str:
     return f'{self.config.model}: {count_params(state):,} parameters'
-
-  def learning_rate(self, step: int) -> float:
-    return self.schedule(step)
 
   def train_step(self, state: TrainState, batch: Batch, rng: jax.Array) -> tuple[Any, Metrics]:
     return train_step(state, batch, rng, label_smoothing=self.config.label_smoothing,

@@ -6,10 +6,10 @@ as the DCGAN reference code does). Every evaluation writes a grid of samples fro
 batch (`DIR/images/samples_STEP.png` and TensorBoard, beside `real_0000000.png`); the FID and
 Inception Score of `config.eval.num_samples` samples, with the feature network of `config.eval`,
 beside those of the real held-out images (the floor); class coverage and feature spread; and a
-warning when a failure monitor fires (`train.gan_metrics.FailureMonitor`). The training metrics
-logged every `log_every_steps` hold both losses, the discriminator's accuracy on real and
-generated images, and both gradient norms. Checkpoints keep the latest and the best by FID;
-running the same command again resumes. `python -m train.gan_eval` scores a checkpoint.
+warning when a failure monitor fires (`train.metrics.gan_metrics.FailureMonitor`). The
+training metrics logged every `log_every_steps` hold both losses, the discriminator's accuracy
+on real and generated images, and both gradient norms. Checkpoints keep the latest and the best
+by FID; running the same command again resumes. `python -m train.gan_eval` scores a checkpoint.
 """
 
 import functools
@@ -23,15 +23,16 @@ import ml_collections
 import numpy as np
 import optax
 
-from train import cli, input_pipeline, loop, optim, parallel
-from train.core import build, step as step_lib
+from train.core import build, cli, loop, optim, parallel
+from train.core import step as step_lib
+from train.core.errors import UserError
+from train.core.progress import format_metrics
 from train.core.run import Streams, run
+from train.core.state import TrainState, create_train_state
 from train.core.task import Batch, Metrics, StepContext, Task, count_params
-from train.errors import UserError
-from train.feature_nets import make_feature_net, to_signed, to_unit
-from train.gan_metrics import FailureMonitor, Scorer
-from train.progress import format_metrics
-from train.state import TrainState, create_train_state
+from train.data import pipeline as input_pipeline
+from train.metrics.feature_nets import make_feature_net, to_signed, to_unit
+from train.metrics.gan_metrics import FailureMonitor, Scorer
 
 LOSSES = ('non_saturating', 'hinge', 'minimax')
 

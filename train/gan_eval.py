@@ -16,10 +16,11 @@ from typing import Any
 import jax
 import ml_collections
 
-from train import cli, gan, loop
-from train import images as image_lib
+from train import gan
+from train.core import cli, loop
+from train.core import images as image_lib
+from train.core.errors import UserError
 from train.core.restore import restore_state
-from train.errors import UserError
 
 
 def _which(config: ml_collections.ConfigDict, workdir: str) -> str | int:

@@ -23,14 +23,14 @@ import optax
 from jax.experimental import multihost_utils
 
 import zoo
-from train import cli, input_pipeline, loop, optim, parallel
-from train.core import build
+from train.core import build, cli, loop, parallel
 from train.core import step as step_lib
+from train.core.errors import UserError
 from train.core.run import run
+from train.core.state import TrainState, create_train_state
 from train.core.task import Batch, Metrics, StepContext, Task, count_params
-from train.errors import UserError
-from train.metric_writer import MetricWriter
-from train.state import TrainState, create_train_state
+from train.core.writer import MetricWriter
+from train.data import pipeline as input_pipeline
 from zoo import pixelcnn
 
 # Grids are enlarged (nearest) to about this many pixels per image side, so 8x8 stays legible.
@@ -217,9 +217,7 @@ class PixelCnnTask(Task):
     check_config(config)
     self.model = build_model(config, info.image_shape[-1])
     self.levels = dict(num_levels=config.num_levels, threshold=config.binarize_threshold)
-    self.schedule = optim.learning_rate_schedule(config.optim, length.total_steps,
-                                                 length.steps_per_epoch)
-    self.tx = optim.make_optimizer(config.optim, length.total_steps, length.steps_per_epoch)
+    self.tx, self.schedule = build.optimizer(config.optim, length)
     self.sampler = Sampler(self.model, config.sample_temperature)
     self.mesh = parallel.make_mesh()
     self._fit_baseline()
@@ -230,9 +228,6 @@ class PixelCnnTask(Task):
   def describe(self, state: TrainState) -> str:
     return (f'{self.config.model}: {count_params(state):,} parameters, '
             f'{self.config.num_levels} levels')
-
-  def learning_rate(self, step: int) -> float:
-    return self.schedule(step)
 
   def _fit_baseline(self) -> None:
     """The independent per-pixel baseline and the images to complete, from the data."""

@@ -18,8 +18,9 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from train import cli, input_pipeline, trained
-from train.errors import UserError
+from train.core import cli, trained
+from train.core.errors import UserError
+from train.data import pipeline as input_pipeline
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
 

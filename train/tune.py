@@ -24,10 +24,11 @@ from typing import Sequence
 
 import optuna
 
-from train import cli, input_pipeline
-from train import config as config_lib
+from train.core import cli
+from train.data import pipeline as input_pipeline
+from train.core import config as config_lib
 from train.core.task import Task
-from train.errors import TrainingDiverged, UserError
+from train.core.errors import TrainingDiverged, UserError
 from train.tuning import report, space as space_lib, study as study_lib
 
 _PREFIX = '--tune.'

@@ -32,13 +32,14 @@ import ml_collections
 import numpy as np
 import optax
 
-from train import cli, image_metrics, optim, sr_data
-from train.core import build
+from train.core import build, cli
 from train.core import step as step_lib
+from train.core.errors import UserError
 from train.core.run import run
+from train.core.state import TrainState, create_train_state
 from train.core.task import Batch, Metrics, StepContext, Task, count_params
-from train.errors import UserError
-from train.state import TrainState, create_train_state
+from train.data import photos as sr_data
+from train.metrics import image_metrics
 
 DECODERS = ('transpose', 'resize')
 
@@ -157,9 +158,7 @@ class UpsampleTask(Task):
     config = self.config
     _check(config, info.image_shape)
     self.models = {name: build_model(config, name) for name in config.decoders}
-    self.schedule = optim.learning_rate_schedule(config.optim, length.total_steps,
-                                                 length.steps_per_epoch)
-    self.tx = optim.make_optimizer(config.optim, length.total_steps, length.steps_per_epoch)
+    self.tx, self.schedule = build.optimizer(config.optim, length)
     self.show_fn = jax.jit(functools.partial(predict, scale=config.scale))
 
   def init(self, rng: jax.Array) -> States:
@@ -172,9 +171,6 @@ class UpsampleTask(Task):
     height, width, _ = self.info.image_shape
     return (', '.join(f'sr_{name}: {count_params(s):,} parameters' for name, s in states.items())
             + f'; x{self.config.scale} to {(height, width)}')
-
-  def learning_rate(self, step: int) -> float:
-    return self.schedule(step)
 
   def train_step(self, states, batch, rng):
     return train_step(states, batch, rng, scale=self.config.scale, ctx=self.ctx)

@@ -22,14 +22,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from train import cli, optim
-from train.core import build
+from train.core import build, cli
 from train.core import step as step_lib
+from train.core.errors import UserError
 from train.core.run import run
+from train.core.state import TrainState, create_train_state
 from train.core.task import Batch, Metrics, StepContext, Task, count_params
-from train.errors import UserError
-from train.metric_writer import MetricWriter
-from train.state import TrainState, create_train_state
+from train.core.writer import MetricWriter
 from zoo import vae
 
 # The `config.binarize` values each likelihood accepts.
@@ -160,9 +159,7 @@ class VaeTask(Task):
   def build(self, info, length, ctx) -> None:
     super().build(info, length, ctx)
     self.model = build_model(self.config, info.image_shape)
-    self.schedule = optim.learning_rate_schedule(self.config.optim, length.total_steps,
-                                                 length.steps_per_epoch)
-    self.tx = optim.make_optimizer(self.config.optim, length.total_steps, length.steps_per_epoch)
+    self.tx, self.schedule = build.optimizer(self.config.optim, length)
     self.show_fn = jax.jit(functools.partial(visualize, model=self.model,
                                              binarize=self.config.binarize))
 
@@ -171,9 +168,6 @@ class VaeTask(Task):
 
   def describe(self, state: TrainState) -> str:
     return f'vae: {count_params(state):,} parameters, {self.model.likelihood} likelihood'
-
-  def learning_rate(self, step: int) -> float:
-    return self.schedule(step)
 
   def train_step(self, state, batch, rng):
     return train_step(state, batch, rng, model=self.model, beta=self.config.beta,

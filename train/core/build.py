@@ -8,8 +8,9 @@ import ml_collections
 import optax
 
 import zoo
-from train import optim
-from train.errors import UserError
+from train.core import optim
+from train.core.errors import UserError
+from train.core.task import Length
 
 HEAD = 'head'  # The last Dense layer of every zoo classifier.
 
@@ -33,13 +34,15 @@ def classifier(config: ml_collections.ConfigDict, num_classes: int,
   return model.clone(bn_axis_name=bn_axis_name) if hasattr(model, 'bn_axis_name') else model
 
 
-def optimizer(optim_config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int,
-              *, head_only: bool = False) -> optax.GradientTransformation:
-  """`optim_config`'s optimizer; with `head_only`, the classifier `head` alone gets updates."""
-  tx = optim.make_optimizer(optim_config, total_steps, steps_per_epoch)
-  if not head_only:
-    return tx
-  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, _head_labels)
+def optimizer(optim_config: ml_collections.ConfigDict, length: Length, *,
+              head_only: bool = False) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """`optim_config`'s optimizer for a run of `length`, and its learning-rate schedule; with
+  `head_only`, the classifier `head` alone gets updates."""
+  tx = optim.make_optimizer(optim_config, length.total_steps, length.steps_per_epoch)
+  schedule = optim.learning_rate_schedule(optim_config, length.total_steps, length.steps_per_epoch)
+  if head_only:
+    tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, _head_labels)
+  return tx, schedule
 
 
 def _head_labels(params: dict[str, Any]) -> dict[str, Any]:

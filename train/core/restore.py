@@ -5,11 +5,12 @@ from typing import Any
 import jax
 import ml_collections
 
-from train import input_pipeline, parallel
-from train.checkpoint import Checkpointer
+from train.core import parallel
+from train.core.checkpoint import Checkpointer
+from train.core.errors import UserError
+from train.core.state import abstract_on_mesh
 from train.core.task import Length, StepContext, Task
-from train.errors import UserError
-from train.state import abstract_on_mesh
+from train.data import pipeline as input_pipeline
 
 
 def restore_state(task: Task, workdir: str, *, which: str | int = 'latest',

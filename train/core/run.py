@@ -19,12 +19,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from train import input_pipeline, loop, parallel, trained
-from train.checkpoint import Checkpointer
+from train.core import loop, parallel, trained
+from train.core.checkpoint import Checkpointer
+from train.core.early_stopping import EarlyStopping
+from train.core.state import init_on_mesh
 from train.core.task import Length, StepContext, Task, state_step
-from train.early_stopping import EarlyStopping
-from train.metric_writer import MetricWriter
-from train.state import init_on_mesh
+from train.core.writer import MetricWriter
+from train.data import pipeline as input_pipeline
 
 # hook(step, eval_metrics), called after every evaluation has been written and saved.
 EvalHook = Callable[[int, dict[str, float]], None]

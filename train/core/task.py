@@ -17,16 +17,16 @@ pure (no Python control flow on traced values): `run` compiles them once with `j
 """
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from train.input_pipeline import DatasetInfo
-from train.metric_writer import MetricWriter
-from train.progress import format_metrics
+from train.core.progress import format_metrics
+from train.core.writer import MetricWriter
+from train.data.pipeline import DatasetInfo
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -83,10 +83,12 @@ class Task:
     """What is trained, in one line (parameters, model, loss)."""
     return f'{self.name}: {count_params(state):,} parameters'
 
+  schedule: Callable[[int], Any] | None = None  # set by `build` for a single optimizer
+
   def learning_rate(self, step: int) -> float | None:
-    """The learning rate of optimizer step `step` (0-based), logged with the train metrics."""
-    del step
-    return None
+    """The learning rate of optimizer step `step` (0-based), logged with the train metrics:
+    by default from `self.schedule`, which a task with one optimizer sets in `build`."""
+    return None if self.schedule is None else float(self.schedule(step))
 
   def train_step(self, state: Any, batch: Batch, rng: jax.Array) -> tuple[Any, Metrics]:
     """One optimizer step. `rng` is the train stream folded with the step number, the same on

@@ -19,9 +19,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from train import classify, input_pipeline, optim
+from train import classify
+from train.core import optim
+from train.data import pipeline as input_pipeline
 from train.core import build
-from train.state import TrainState, create_train_state
+from train.core.state import TrainState, create_train_state
 
 HYPERPARAMETERS = ('learning_rate', 'weight_decay', 'label_smoothing')
 

@@ -21,8 +21,8 @@ from typing import Any
 import ml_collections
 import optuna
 
-from train import config as config_lib
-from train.errors import UserError
+from train.core import config as config_lib
+from train.core.errors import UserError
 
 KINDS = ('choice', 'uniform', 'log_uniform', 'int')
 _PLAIN = (type(None), bool, int, float, str)  # what Optuna's categorical distribution stores

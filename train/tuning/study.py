@@ -12,7 +12,7 @@ import os
 import optuna
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 
-from train.errors import UserError
+from train.core.errors import UserError
 from train.tuning.space import Space
 
 SAMPLERS = ('grid', 'random', 'bayes')

@@ -12,12 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from train import parallel
-from train.checkpoint import Checkpointer
-from train.early_stopping import EarlyStopping
-from train.errors import TrainingDiverged, UserError
-from train.metric_writer import MetricWriter
-from train.progress import Progress, format_metrics
+from train.core import parallel
+from train.core.checkpoint import Checkpointer
+from train.core.early_stopping import EarlyStopping
+from train.core.errors import TrainingDiverged, UserError
+from train.core.progress import Progress, format_metrics
+from train.core.writer import MetricWriter
 
 
 @dataclasses.dataclass(frozen=True)

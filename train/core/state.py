@@ -1,4 +1,4 @@
-"""The train state: step, parameters, optimizer state, and BatchNorm statistics when the model has them."""
+"""The train state: step, parameters, optimizer state, and BatchNorm statistics if any."""
 
 from typing import Any, Callable
 

@@ -12,8 +12,8 @@ antialiasing (the "bicubic" degradation of the SR benchmarks) and rounded to 8 b
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn import datasets as sk_datasets
 import tensorflow_datasets as tfds
+from sklearn import datasets as sk_datasets
 
 PATCH = 64
 # Test tiles: the 64x64 tiles (row, column) of a photo with (row + 2 * column) % 5 == 0, 12 per

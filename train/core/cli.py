@@ -1,6 +1,7 @@
 """The command line shared by every entry point: config, overrides, workdir and multi-host flags.
 
-    python -m train.<task> --config configs/<recipe>.py[:arg] --workdir DIR [--config.field=value ...]
+    python -m train.<task> --config configs/<recipe>.py[:arg] --workdir DIR \
+        [--config.field=value ...]
         [--coordinator_address HOST:PORT --num_processes N --process_id I]
 
 Problems a user can fix (`UserError`) are printed as one line and exit with status 2.
@@ -12,9 +13,9 @@ from typing import Callable, Sequence
 
 import ml_collections
 
-from train import distributed
-from train.config import apply_overrides, load_config, split_overrides
-from train.errors import UserError
+from train.core import distributed
+from train.core.config import apply_overrides, load_config, split_overrides
+from train.core.errors import UserError
 
 EXIT_USER_ERROR = 2
 

@@ -26,9 +26,10 @@ import ml_collections
 import numpy as np
 
 import zoo
-from train import input_pipeline, parallel, trained
-from train.config import apply_overrides, load_config
-from train.errors import UserError
+from train.core import parallel, trained
+from train.core.config import apply_overrides, load_config
+from train.core.errors import UserError
+from train.data import pipeline as input_pipeline
 from zoo import inception
 
 FEATURE_NETS = ('classifier', 'inception')

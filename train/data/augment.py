@@ -11,13 +11,13 @@ from typing import Callable
 
 import tensorflow as tf
 
-from train.errors import UserError
+from configs.common import AUGMENT
+from train.core.errors import UserError
 
 Augment = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 FILL_MODES = ('nearest', 'constant', 'reflect', 'wrap')
-DEFAULTS = dict(flip=False, crop_padding=0, rotation=0.0, shift=0.0, zoom=0.0, shear=0.0,
-                noise_std=0.0, custom='', fill_mode='nearest')
+DEFAULTS = AUGMENT  # every field off
 # One seed per augmentation, always split the same way, so that switching one on does not
 # change the randomness of the others.
 _FLIP, _CROP, _AFFINE, _NOISE, _CUSTOM = range(5)

@@ -1,7 +1,7 @@
 """What a GAN evaluation measures: sample quality against real data, and failure-mode monitors.
 
-`Scorer` computes, with a feature network (`train.feature_nets`), the FID of generated images
-against the real training images, their Inception Score, how many classes they cover and how
+`Scorer` computes, with a feature network (`train.metrics.feature_nets`), the FID of generated
+images against the real training images, their Inception Score, how many classes they cover and how
 widely their features spread; and the same for the real held-out images, the floor a generator
 is compared with. `FailureMonitor` turns those and the training metrics into warnings.
 """
@@ -15,8 +15,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from train import fid, input_pipeline, parallel
-from train.feature_nets import FeatureNet, quantize, to_signed
+from train.core import parallel
+from train.data import pipeline as input_pipeline
+from train.metrics import fid
+from train.metrics.feature_nets import FeatureNet, quantize, to_signed
 
 
 @dataclasses.dataclass(frozen=True)

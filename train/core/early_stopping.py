@@ -3,7 +3,7 @@
 import dataclasses
 import math
 
-from train.errors import UserError
+from train.core.errors import UserError
 
 
 @dataclasses.dataclass

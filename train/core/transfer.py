@@ -13,8 +13,7 @@ from typing import Any
 from flax import traverse_util
 
 from train.core.build import HEAD
-from train.errors import UserError
-
+from train.core.errors import UserError
 
 
 def initialize(state: Any, source_variables: dict[str, Any], source: str) -> tuple[Any, str]:

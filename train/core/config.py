@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from train.errors import UserError
+from train.core.errors import UserError
 
 _PREFIX = '--config.'
 OPEN_GROUPS = ('model_kwargs',)
@@ -30,7 +30,10 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   module_spec.loader.exec_module(module)
   if not hasattr(module, 'get_config'):
     raise UserError(f'--config: {path} defines no get_config() function')
-  config = module.get_config(arg) if arg else module.get_config()
+  try:
+    config = module.get_config(arg) if arg else module.get_config()
+  except (ValueError, TypeError) as e:  # a bad or unexpected ':arg'
+    raise UserError(f'--config: {e}' if path in str(e) else f'--config {spec}: {e}') from None
   config.lock()  # assignments to fields that do not exist fail from here on
   return config
 

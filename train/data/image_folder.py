@@ -10,11 +10,11 @@ import dataclasses
 import os
 
 import numpy as np
-from PIL import Image
 import tensorflow as tf
+from PIL import Image
 
-from train import holdout
-from train.errors import UserError
+from train.core.errors import UserError
+from train.data import holdout
 
 # What `tf.io.decode_image` reads.
 _FORMATS = ('JPEG', 'PNG', 'BMP', 'GIF')

@@ -8,9 +8,10 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from train.errors import UserError
+from train.core.errors import UserError
 
 DATA_AXIS = 'data'
 

@@ -13,11 +13,12 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from train import input_pipeline, parallel
-from train.core import build
-from train.checkpoint import Checkpointer
-from train.errors import UserError
-from train.state import abstract_on_mesh, create_train_state
+from train.core import build, parallel
+from train.core.checkpoint import Checkpointer
+from train.core.errors import UserError
+from train.core.state import abstract_on_mesh, create_train_state
+from train.core.task import Length
+from train.data import pipeline as input_pipeline
 
 CONFIG_FILE = 'config.json'
 
@@ -71,7 +72,7 @@ def restore_classifier(config: ml_collections.ConfigDict, workdir: str,
   info = input_pipeline.get_dataset_info(config.data)
   model = build.classifier(config, info.num_classes)
   # The optimizer only shapes the checkpoint's tree; its hyperparameters do not matter here.
-  tx = build.optimizer(config.optim, 1, 1, head_only=config.transfer.freeze_backbone)
+  tx, _ = build.optimizer(config.optim, Length(1, 1), head_only=config.transfer.freeze_backbone)
   abstract = abstract_on_mesh(
       functools.partial(create_train_state, model, tx, input_shape=info.image_shape),
       jax.random.key(0), parallel.replicated(mesh))

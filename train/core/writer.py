@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from tensorboardX import SummaryWriter
 
-from train import images as image_lib
+from train.core import images as image_lib
 
 
 class MetricWriter:

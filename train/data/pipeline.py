@@ -18,11 +18,10 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from train import augment as augment_lib
-from train import holdout
-from train import image_folder
-from train import tfds_source
-from train.errors import UserError
+from configs.common import data as default_config  # the `config.data` fields
+from train.core.errors import UserError
+from train.data import augment as augment_lib
+from train.data import holdout, image_folder, tfds_source
 
 try:
   # Before TF touches them (imports don't): the accelerators belong to JAX.
@@ -50,31 +49,6 @@ class DatasetInfo:
   num_eval: int  # of `data.eval_split`
   class_names: tuple[str, ...]
   num_validation: int = 0  # of the validation split; 0 without `data.validation_split`
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """The `config.data` fields and their defaults; a recipe's `data` is laid over these."""
-  return ml_collections.ConfigDict(dict(
-      dataset='sklearn_digits',  # A TFDS name, or 'folder:/path/to/images'.
-      data_dir='',  # TFDS data_dir; '' means the TFDS default.
-      train_split='train',
-      eval_split='test',
-      # What evaluations during training (best checkpoint, early stopping, tuning) use; the
-      # eval split is then evaluated once, at the end. A fraction in (0, 1) holds out a fixed,
-      # stratified share of the training split; a string names a split (a TFDS split such as
-      # 'train[90%:]', or a folder's 'val/' subfolder). None: evaluate on eval_split.
-      validation_split=None,
-      image_size=(16, 16),  # (height, width) to resize to; () keeps the dataset's own size.
-      shuffle_buffer=10_000,
-      shards=0,  # Training streams; 0: one per process. A fixed number makes the batches
-      # (and so the results) the same whatever the number of processes that divides it.
-      normalization='featurewise',  # One of NORMALIZATIONS.
-      mean=(),  # Per channel, on the [0, 1] scale, for 'per_channel'.
-      std=(),
-      augment=dict(augment_lib.DEFAULTS),
-      folder_test_fraction=0.2,  # For folders without train/ and test/ subfolders.
-      classes=(),  # Labels to keep, e.g. (0, 1, ..., 8); () keeps every class.
-  ))
 
 
 def get_dataset_info(data_config) -> DatasetInfo:

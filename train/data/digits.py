@@ -5,9 +5,9 @@ Importing this module registers the dataset as `sklearn_digits`, so it loads lik
 """
 
 import numpy as np
+import tensorflow_datasets as tfds
 from sklearn import datasets as sk_datasets
 from sklearn import model_selection
-import tensorflow_datasets as tfds
 
 # `load_digits` counts ink in 4x4 blocks of a 32x32 bitmap, so its values are 0..16.
 _MAX_VALUE = 16

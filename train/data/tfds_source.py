@@ -3,8 +3,8 @@
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from train import digits  # pylint: disable=unused-import  (registers sklearn_digits with TFDS)
-from train.errors import UserError
+from train.core.errors import UserError
+from train.data import offline  # noqa: F401  (registers the offline datasets)
 
 
 class TfdsSource:

@@ -5,7 +5,7 @@ import os
 
 import jax
 
-from train.errors import UserError
+from train.core.errors import UserError
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

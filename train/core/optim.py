@@ -8,7 +8,7 @@ import jax
 import ml_collections
 import optax
 
-from train.errors import UserError
+from train.core.errors import UserError
 
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'step')
@@ -62,14 +62,3 @@ def optimizer_with(config: ml_collections.ConfigDict, lr: optax.ScalarOrSchedule
   if config.grad_clip_norm:
     return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), core)
   return core
-
-
-def default_optim_config(**overrides) -> ml_collections.ConfigDict:
-  """Every `config.optim` field, with defaults; recipes override what they need."""
-  config = ml_collections.ConfigDict(dict(
-      name='adamw', learning_rate=1e-3, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,
-      weight_decay=1e-4, schedule='cosine', warmup_epochs=0.0, decay_epochs=(), decay_factor=0.1,
-      grad_clip_norm=0.0))
-  config.lock()  # a misspelt override fails here rather than being ignored
-  config.update(overrides)
-  return config

@@ -1,0 +1,1 @@
+"""Input: the TFDS and image-folder pipeline, augmentation, and the offline datasets."""
