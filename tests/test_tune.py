@@ -148,6 +148,7 @@ def test_study_continues_after_a_killed_worker(tmp_path, data_dir, capsys):
            '--tune.heartbeat_seconds=1', '--tune.grace_seconds=2']
   options = study_lib.Options(trials=3, sampler='random', pruner='none', heartbeat_seconds=1,
                               grace_seconds=2)
+  os.makedirs(workdir)
   # A worker that died in its first trial: RUNNING, with a heartbeat that stops.
   storage = study_lib.open_storage(study_lib.storage_url(options, workdir), options)
   config = tune.config_lib.load_config(recipe)
