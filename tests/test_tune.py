@@ -44,11 +44,6 @@ def get_config():
 SEARCH = "dict(optim=dict(learning_rate=('log_uniform', 1e-3, 1e-2)))"
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
-
-
 def _recipe(tmp_path, data_dir, search=SEARCH) -> str:
   path = tmp_path / 'recipe.py'
   path.write_text(TINY_RECIPE.format(data_dir=data_dir, search=search))
