@@ -10,6 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from train.core import config as config_lib
+from train.core import parallel
 
 # Must run before the first JAX computation creates the CPU backend.
 jax.config.update('jax_num_cpu_devices', 4)
@@ -28,11 +29,6 @@ def read_metrics(workdir, split: str | None = None) -> list[dict]:
   with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
     records = [json.loads(line) for line in f]
   return [r for r in records if split is None or r['split'] == split]
-
-
-@pytest.fixture(name='read_metrics')
-def read_metrics_fixture() -> Callable[..., list[dict]]:
-  return read_metrics
 
 
 @pytest.fixture
@@ -84,6 +80,12 @@ def assert_same_run(workdir_a, workdir_b, loss: str = 'loss') -> None:
                params_a, params_b)
 
 
-@pytest.fixture(name='assert_same_run')
-def assert_same_run_fixture() -> Callable[..., None]:
-  return assert_same_run
+def train_task(module, config, workdir, monkeypatch=None, devices: int | None = None) -> None:
+  """Runs `module.train_and_evaluate`; with `devices`, on a mesh of only that many devices."""
+  if devices:
+    mesh = jax.make_mesh((devices,), (parallel.DATA_AXIS,), devices=jax.devices()[:devices],
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    monkeypatch.setattr(parallel, 'make_mesh', lambda: mesh)
+  module.train_and_evaluate(config, str(workdir))
+  if devices:
+    monkeypatch.undo()

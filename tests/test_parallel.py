@@ -1,6 +1,5 @@
 """Scale-out: the same numbers on 1 or 4 devices, under jit or pmap, in 1 or 2 processes."""
 
-import json
 import os
 import socket
 import subprocess
@@ -8,12 +7,11 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+from conftest import assert_same_run, checkpoint_params, read_metrics, train_task
 
 from configs import digits_cnn
 from train import classify
-from train.core import parallel
 from train.core.errors import UserError
 from train.data import pipeline as input_pipeline
 
@@ -43,41 +41,11 @@ def _config(tmp_path, steps=STEPS, **changes):
 
 
 def _train(config, workdir, monkeypatch=None, devices=None):
-  """Runs train.classify; with `devices`, on a mesh of only that many devices."""
-  if devices:
-    mesh = jax.make_mesh((devices,), (parallel.DATA_AXIS,), devices=jax.devices()[:devices],
-                         axis_types=(jax.sharding.AxisType.Auto,))
-    monkeypatch.setattr(parallel, 'make_mesh', lambda: mesh)
-  classify.train_and_evaluate(config, str(workdir))
-  if devices:
-    monkeypatch.undo()
-
-
-def _params(workdir):
-  checkpoints = os.path.join(workdir, 'checkpoints')
-  step = max(int(name) for name in os.listdir(checkpoints) if name.isdigit())
-  path = os.path.join(checkpoints, str(step), 'default')
-  checkpointer = ocp.StandardCheckpointer()
-  # Onto this process's first device, whatever topology wrote it.
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        checkpointer.metadata(path).item_metadata.tree)
-  return step, jax.tree.map(np.asarray, checkpointer.restore(path, target)['params'])
+  train_task(classify, config, workdir, monkeypatch, devices)
 
 
 def _losses(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
-    records = [json.loads(line) for line in f]
-  return [r['loss'] for r in records if r['split'] == 'train']
-
-
-def _assert_same_run(workdir_a, workdir_b):
-  step_a, params_a = _params(workdir_a)
-  step_b, params_b = _params(workdir_b)
-  assert step_a == step_b
-  np.testing.assert_allclose(_losses(workdir_a), _losses(workdir_b), rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               params_a, params_b)
+  return [r['loss'] for r in read_metrics(workdir, 'train')]
 
 
 def test_four_devices_match_one_device(tmp_path, monkeypatch):
@@ -86,13 +54,13 @@ def test_four_devices_match_one_device(tmp_path, monkeypatch):
   _train(config, tmp_path / 'one', monkeypatch, devices=1)
   assert jax.device_count() == 4
   assert len(_losses(tmp_path / 'four')) == STEPS
-  _assert_same_run(tmp_path / 'four', tmp_path / 'one')
+  assert_same_run(tmp_path / 'four', tmp_path / 'one')
 
 
 def test_pmap_matches_jit(tmp_path):
   _train(_config(tmp_path), tmp_path / 'jit')
   _train(_config(tmp_path, parallelism='pmap'), tmp_path / 'pmap')
-  _assert_same_run(tmp_path / 'jit', tmp_path / 'pmap')
+  assert_same_run(tmp_path / 'jit', tmp_path / 'pmap')
 
 
 def test_checkpoints_resume_on_other_device_counts_and_paths(tmp_path, monkeypatch):
@@ -102,7 +70,7 @@ def test_checkpoints_resume_on_other_device_counts_and_paths(tmp_path, monkeypat
   _train(_config(tmp_path, steps=5), chain)  # saved on 1 device, resumed on 4
   _train(_config(tmp_path, steps=7, parallelism='pmap'), chain)  # jit -> pmap
   _train(_config(tmp_path, steps=10), chain, monkeypatch, devices=1)  # pmap on 4 -> jit on 1
-  _assert_same_run(tmp_path / 'straight', chain)
+  assert_same_run(tmp_path / 'straight', chain)
 
 
 def test_gradient_accumulation_matches_the_whole_batch(tmp_path):
@@ -111,12 +79,12 @@ def test_gradient_accumulation_matches_the_whole_batch(tmp_path):
                                             'dropout_rate': 0.0})
   _train(_config(tmp_path, **changes), tmp_path / 'whole')
   _train(_config(tmp_path, grad_accum_steps=4, **changes), tmp_path / 'micro')
-  _assert_same_run(tmp_path / 'whole', tmp_path / 'micro')
+  assert_same_run(tmp_path / 'whole', tmp_path / 'micro')
 
 
 def test_bfloat16_computation_keeps_float32_parameters(tmp_path):
   _train(_config(tmp_path, dtype='bfloat16'), tmp_path / 'bf16')
-  _, params = _params(tmp_path / 'bf16')
+  _, params = checkpoint_params(tmp_path / 'bf16')
   assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype(np.float32)}
   assert all(np.isfinite(loss) for loss in _losses(tmp_path / 'bf16'))
 
@@ -158,4 +126,4 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
   assert [run.returncode for run in runs] == [0, 0, 0], outputs
   assert 'on 4 device(s)' in outputs[0] and 'on 4 device(s)' in outputs[1]
   assert 'Final eval' not in outputs[2]  # only process 0 reports
-  _assert_same_run(tmp_path / 'one', tmp_path / 'two')
+  assert_same_run(tmp_path / 'one', tmp_path / 'two')

@@ -5,10 +5,9 @@ GAN, which needs a trained classifier to score: tests/test_train_gan.py)."""
 import jax
 import numpy as np
 import pytest
-from conftest import checkpoint_params
+from conftest import assert_same_run, checkpoint_params, read_metrics, train_task
 
 from train import pixelcnn, upsample, vae
-from train.core import parallel
 
 TASKS = {
     'vae': (vae, 'configs/digits_vae.py:tiny', 'loss'),
@@ -17,38 +16,26 @@ TASKS = {
 }
 
 
-def train(module, config, workdir, monkeypatch=None, devices=None):
-  """Runs `module.train_and_evaluate`; with `devices`, on a mesh of only that many devices."""
-  if devices:
-    mesh = jax.make_mesh((devices,), (parallel.DATA_AXIS,), devices=jax.devices()[:devices],
-                         axis_types=(jax.sharding.AxisType.Auto,))
-    monkeypatch.setattr(parallel, 'make_mesh', lambda: mesh)
-  module.train_and_evaluate(config, str(workdir))
-  if devices:
-    monkeypatch.undo()
-
-
 @pytest.mark.parametrize('name', TASKS)
 def test_one_or_four_devices_and_jit_or_pmap_give_the_same_run(name, tiny_config, tmp_path,
-                                                               monkeypatch, assert_same_run):
+                                                               monkeypatch):
   module, spec, loss = TASKS[name]
-  train(module, tiny_config(spec), tmp_path / 'four')
-  train(module, tiny_config(spec), tmp_path / 'one', monkeypatch, devices=1)
-  train(module, tiny_config(spec, parallelism='pmap'), tmp_path / 'pmap')
+  train_task(module, tiny_config(spec), tmp_path / 'four')
+  train_task(module, tiny_config(spec), tmp_path / 'one', monkeypatch, devices=1)
+  train_task(module, tiny_config(spec, parallelism='pmap'), tmp_path / 'pmap')
   assert_same_run(tmp_path / 'four', tmp_path / 'one', loss)
   assert_same_run(tmp_path / 'four', tmp_path / 'pmap', loss)
 
 
 @pytest.mark.parametrize('name', TASKS)
-def test_gradient_accumulation_and_bfloat16(name, tiny_config, tmp_path, read_metrics,
-                                            assert_same_run):
+def test_gradient_accumulation_and_bfloat16(name, tiny_config, tmp_path):
   module, spec, loss = TASKS[name]
-  train(module, tiny_config(spec, grad_accum_steps=2, dtype='bfloat16'), tmp_path / 'both')
+  train_task(module, tiny_config(spec, grad_accum_steps=2, dtype='bfloat16'), tmp_path / 'both')
   losses = [r[loss] for r in read_metrics(tmp_path / 'both', 'train')]
   assert losses and all(np.isfinite(losses))
   _, params = checkpoint_params(tmp_path / 'both')
   assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype(np.float32)}
   if name != 'vae':  # deterministic steps: two micro-batches update as the whole batch does
-    train(module, tiny_config(spec), tmp_path / 'whole')
-    train(module, tiny_config(spec, grad_accum_steps=2), tmp_path / 'micro')
+    train_task(module, tiny_config(spec), tmp_path / 'whole')
+    train_task(module, tiny_config(spec, grad_accum_steps=2), tmp_path / 'micro')
     assert_same_run(tmp_path / 'whole', tmp_path / 'micro', loss)

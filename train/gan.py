@@ -143,7 +143,7 @@ def eval_step(state: GanState, batch: Batch) -> Metrics:
   accuracy on them (against the train images' figures: a sign of overfitting)."""
   d = state.discriminator
   logits = d.apply_fn({'params': d.params, 'batch_stats': d.batch_stats},
-                      to_signed(batch['image']), train=False)[:, 0]
+                      to_signed(batch['image']), train=False).reshape(-1)
   mask = batch['mask'].astype(jnp.float32)
   return {'d_real_heldout': jnp.sum(jax.nn.sigmoid(logits.astype(jnp.float32)) * mask),
           'd_real_accuracy_heldout': jnp.sum((logits > 0) * mask), 'count': jnp.sum(mask)}
