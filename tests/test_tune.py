@@ -4,7 +4,6 @@ workers on one study, and population training equal to independent trials."""
 import os
 import subprocess
 import sys
-import textwrap
 import time
 
 import jax
@@ -20,7 +19,9 @@ from train import classify, tune
 from train.core import optim
 from train.core.errors import UserError
 from train.core.state import create_train_state
-from train.tuning import population, space as space_lib, study as study_lib
+from train.tuning import population
+from train.tuning import space as space_lib
+from train.tuning import study as study_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A tiny search: 4 steps of a 4/8-channel CNN per trial, evaluated every 2 steps.

@@ -1,4 +1,4 @@
-"""Hyperparameter search on Optuna: `python -m train.tune --config configs/<recipe>.py --workdir DIR`.
+"""Hyperparameter search on Optuna: `python -m train.tune --config RECIPE --workdir DIR`.
 
     python -m train.tune --config configs/digits_tune.py --workdir runs/digits_tune \\
         [--tune.sampler=grid|random|bayes] [--tune.trials=N] [--tune.pruner=none|median|hyperband]
@@ -25,11 +25,13 @@ from typing import Sequence
 import optuna
 
 from train.core import cli
-from train.data import pipeline as input_pipeline
 from train.core import config as config_lib
-from train.core.task import Task
 from train.core.errors import TrainingDiverged, UserError
-from train.tuning import report, space as space_lib, study as study_lib
+from train.core.task import Task
+from train.data import pipeline as input_pipeline
+from train.tuning import report
+from train.tuning import space as space_lib
+from train.tuning import study as study_lib
 
 _PREFIX = '--tune.'
 

@@ -7,8 +7,9 @@ task's models), the training data's fixed shards (`config.data.shards`), checkpo
 metrics.jsonl and TensorBoard, early stopping, the final report, and closing every resource in
 `finally`. With `config.data.validation_split` set, evaluations during training (and so the best
 checkpoint, early stopping and tuning) use the validation split, and the eval (test) split is
-evaluated once at the end, with the best checkpoint: the one a user of the run gets. Callers observe each evaluation through `hooks` (hyperparameter tuning reports
-intermediate values there; a hook may raise, e.g. `optuna.TrialPruned`, to stop the run).
+evaluated once at the end, with the best checkpoint: the one a user of the run gets. Callers
+observe each evaluation through `hooks` (hyperparameter tuning reports intermediate values there;
+a hook may raise, e.g. `optuna.TrialPruned`, to stop the run).
 """
 
 import dataclasses

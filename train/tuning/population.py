@@ -20,10 +20,9 @@ import numpy as np
 import optax
 
 from train import classify
-from train.core import optim
-from train.data import pipeline as input_pipeline
-from train.core import build
+from train.core import build, optim
 from train.core.state import TrainState, create_train_state
+from train.data import pipeline as input_pipeline
 
 HYPERPARAMETERS = ('learning_rate', 'weight_decay', 'label_smoothing')
 

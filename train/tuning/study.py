@@ -107,7 +107,8 @@ def _sampler(options: Options, space: Space) -> optuna.samplers.BaseSampler:
   if options.sampler == 'random':
     return optuna.samplers.RandomSampler(seed=seed)
   # Random trials first, as many as Optuna's default but at most half the budget.
-  return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(options.trials // 2, 1)))
+  startup = min(10, max(options.trials // 2, 1))
+  return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
 def _pruner(options: Options) -> optuna.pruners.BasePruner:
