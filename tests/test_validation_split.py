@@ -5,6 +5,7 @@ import collections
 
 import numpy as np
 import pytest
+from conftest import read_metrics
 
 from train import classify
 from train.core.errors import UserError
@@ -59,8 +60,7 @@ def test_named_split_must_not_overlap_training(data_dir):
       input_pipeline.get_dataset_info(_config(data_dir, validation_split=bad))
 
 
-def test_run_selects_on_validation_and_tests_the_best_checkpoint_once(tiny_config, tmp_path,
-                                                                      read_metrics):
+def test_run_selects_on_validation_and_tests_the_best_checkpoint_once(tiny_config, tmp_path):
   config = tiny_config('configs/digits_cnn.py:tiny')
   metrics = classify.train_and_evaluate(config, str(tmp_path))
   evals, tests = read_metrics(tmp_path, 'eval'), read_metrics(tmp_path, 'test')
