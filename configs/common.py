@@ -20,6 +20,12 @@ def data(**overrides) -> ml_collections.ConfigDict:
       data_dir='',  # TFDS data_dir; '' means the TFDS default.
       train_split='train',
       eval_split='test',
+      # What evaluations during training (best checkpoint, early stopping, tuning) use; the
+      # eval split is then evaluated once, at the end, with the best checkpoint. A fraction in
+      # (0, 1) holds out a fixed, stratified share of the training split; a string names a split
+      # (a TFDS split such as 'train[90%:]', or a folder's 'val/' subfolder). None: evaluate on
+      # eval_split.
+      validation_split=None,
       image_size=(16, 16),  # (height, width) to resize to; () keeps the dataset's own size.
       shuffle_buffer=10_000,
       # Training streams; 0: one per process. A fixed number makes the batches (and so the

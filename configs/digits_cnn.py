@@ -2,8 +2,10 @@
 
     python -m train.classify --config configs/digits_cnn.py --workdir runs/digits_cnn
 
-Expected (measured on a 2-core CPU, about 1 minute): 880 steps; final test accuracy 0.9972 (359 of
-the 360 test digits), top-5 1.0000, loss 0.0045; the best checkpoint (step 660) has 1.0000.
+Expected (measured on a 2-core CPU: 97 s of CPU time, 7 minutes on a machine shared with other
+jobs): 680 steps on the 1,150 training digits; validation accuracy 0.9930 (285 of the 287 digits
+held out of the training split) at the end and at the best checkpoint (step 510); that checkpoint
+scores test accuracy 0.9972 (359 of the 360 test digits), top-5 1.0000, loss 0.0072.
 """
 
 from configs import classify_base, common
@@ -16,6 +18,9 @@ def get_config(variant: str = ''):
   config.model = 'cnn'
   config.data.dataset = 'sklearn_digits'
   config.data.image_size = (16, 16)
+  # 287 of the 1,437 training digits (stratified) select the best checkpoint; the 360 test digits
+  # are scored once, at the end.
+  config.data.validation_split = 0.2
   config.data.augment.rotation = 10.0
   config.data.augment.shift = 0.1
   config.batch_size = 64

@@ -98,17 +98,19 @@ def test_a_short_run_writes_metrics_events_and_checkpoints(tmp_path, capsys):
   workdir = str(tmp_path / 'run')
   final = classify.train_and_evaluate(_tiny_config(tmp_path), workdir)
   info = input_pipeline.get_dataset_info(_tiny_config(tmp_path).data)
-  assert final['count'] == info.num_eval
+  assert final['count'] == info.num_validation and final['test_count'] == info.num_eval
   records = _records(workdir)
   evals = [r for r in records if r['split'] == 'eval']
-  assert [r['step'] for r in evals] == [44, 88]  # 1437 // 32 = 44 steps per epoch
+  # 1437 - 287 validation digits = 1150; 1150 // 32 = 35 steps per epoch
+  assert [r['step'] for r in evals] == [35, 70]
   for record in records:
     assert {'step', 'split', 'loss', 'accuracy'} <= record.keys()
   assert 'top5_accuracy' in evals[-1]
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
-  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) >= ['44', '88']
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) >= ['35', '70']
   out = capsys.readouterr().out
-  assert 'steps/s' in out and 'ETA' in out and 'Final eval on 360 test examples' in out
+  assert 'steps/s' in out and 'ETA' in out and 'Final eval on 287 held_out examples' in out
+  assert 'Test on 360 test examples with the best held_out accuracy checkpoint' in out
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, capsys):
@@ -120,7 +122,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, ca
 
   def shard_then_die(batch, mesh):
     calls['n'] += 1
-    if calls['n'] == 60:  # past the checkpoint at step 44 (after its 6 eval batches)
+    if calls['n'] == 60:  # past the checkpoint at step 35 (after its 5 eval batches)
       raise KeyboardInterrupt
     return real_shard(batch, mesh)
 
@@ -130,7 +132,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, ca
   monkeypatch.setattr(parallel, 'shard_batch', real_shard)
   capsys.readouterr()
   resumed = classify.train_and_evaluate(config, str(tmp_path / 'resumed'))
-  assert 'Resuming from the checkpoint at step 44' in capsys.readouterr().out
+  assert 'Resuming from the checkpoint at step 35' in capsys.readouterr().out
   for name in ('loss', 'accuracy'):
     np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-5)
 
@@ -139,6 +141,8 @@ def test_a_named_tfds_dataset_trains_under_mock_data(tmp_path):
   config = _tiny_config(tmp_path, num_epochs=1.0)
   config.data.dataset = 'mnist'
   config.data.normalization = 'none'
+  # 64 mock examples in 8 shards: a held-out fifth could empty a shard.
+  config.data.validation_split = None
   with tfds.testing.mock_data(num_examples=64):
     final = classify.train_and_evaluate(config, str(tmp_path / 'mnist'))
   assert final['count'] == 64

@@ -15,7 +15,7 @@ from train import classify
 from train.core.errors import UserError
 from train.data import pipeline as input_pipeline
 
-STEPS = 5  # of 32 examples; 1437 // 32 = 44 steps per epoch
+STEPS = 5  # of 32 examples
 
 
 def _config(tmp_path, steps=STEPS, **changes):
@@ -27,7 +27,7 @@ def _config(tmp_path, steps=STEPS, **changes):
   config.data.image_size = (8, 8)
   config.batch_size = 32
   config.eval_batch_size = 128
-  config.num_epochs = steps / 44
+  config.num_steps = steps
   config.eval_every_epochs = 1.0
   config.checkpoint_every_epochs = 1.0
   config.log_every_steps = 1
@@ -109,7 +109,7 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
            '--config.model_kwargs.stage_sizes=(1,1,1)', '--config.model_kwargs.widths=(4,8,16)',
            f'--config.data.data_dir={tmp_path / "tfds"}',
            '--config.data.image_size=8,8', '--config.batch_size=32',
-           f'--config.num_epochs={STEPS / 44}', '--config.log_every_steps=1',
+           f'--config.num_steps={STEPS}', '--config.log_every_steps=1',
            '--config.optim.schedule=constant', '--config.optim.warmup_epochs=0']
 
   def launch(workdir, devices, *extra):

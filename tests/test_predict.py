@@ -29,7 +29,7 @@ def run(tmp_path_factory):
   config.model_kwargs = {'features': (4, 8), 'hidden': 16}
   config.batch_size = 32
   config.eval_batch_size = 64
-  config.num_epochs = 4 / 44  # 1437 // 32 = 44 steps per epoch
+  config.num_steps = 4
   workdir = str(tmp / 'run')
   classify.train_and_evaluate(config, workdir)
   return config, workdir

@@ -25,7 +25,7 @@ def _config(tmp, steps=3, **transfer_fields):
   config.data.augment.update(rotation=0.0, shift=0.0)  # ...and so does the affine warp.
   config.batch_size = 32
   config.eval_batch_size = 128
-  config.num_epochs = steps / 22  # Digits 0-4 or 5-9: about 720 examples, 22 steps per epoch.
+  config.num_steps = steps
   config.optim.schedule = 'constant'
   config.optim.warmup_epochs = 0.0
   config.transfer.update(transfer_fields)

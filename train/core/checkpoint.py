@@ -20,7 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from train.core.errors import UserError
+from train.core.errors import TrainingDiverged, UserError
 
 UNUSABLE_DIR = 'unusable_checkpoints'  # beside `checkpoints`: set-aside steps, kept for a person
 _WRITE_FAILURES = ('RESOURCE_EXHAUSTED', 'PERMISSION_DENIED')
@@ -38,10 +38,6 @@ class _SkipExpectedWarnings(logging.Filter):
 
 
 logging.getLogger('absl').addFilter(_SkipExpectedWarnings())
-
-
-class Diverged(UserError):
-  """The state to save has NaN or infinite values."""
 
 
 class Restored(NamedTuple):
@@ -99,11 +95,11 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def check_finite(self, step: int, state: Any) -> None:
-    """Raises `Diverged` if `state` has NaN or infinite values."""
+    """Raises `TrainingDiverged` if `state` has NaN or infinite values."""
     if not is_finite(state):
       raise self.diverged(step, 'the state has NaN or infinite values')
 
-  def diverged(self, step: int, what: str) -> Diverged:
+  def diverged(self, step: int, what: str) -> TrainingDiverged:
     """The error for a run whose step `step` diverged (`what` says how): it names the newest
     checkpoint, which is finite since no other is saved."""
     self.wait()
@@ -111,13 +107,13 @@ class Checkpointer:
     where = (f'the newest checkpoint, step {latest} in {self.directory}, is finite, and '
              'rerunning resumes from it' if latest is not None else
              'no checkpoint was saved yet, so rerunning starts afresh')
-    return Diverged(f'training diverged at step {step} ({what}; not saved): {where}. Lower '
+    return TrainingDiverged(f'training diverged at step {step} ({what}; not saved): {where}. Lower '
                     '--config.optim.learning_rate or set --config.optim.grad_clip_norm.')
 
   def save(self, step: int, state: Any, metrics: dict[str, float] | None = None,
            progress: dict[str, Any] | None = None) -> None:
-    """Starts an asynchronous save of a finite state (else `Diverged`); a save already made at
-    `step` is left as it is."""
+    """Starts an asynchronous save of a finite state (else `TrainingDiverged`); a save already
+    made at `step` is left as it is."""
     if step in self._manager.all_steps():
       return
     self.check_finite(step, state)

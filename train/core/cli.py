@@ -44,10 +44,18 @@ def parse_args(argv: Sequence[str], description: str
 def run(main: Callable[[ml_collections.ConfigDict, str], object], description: str,
         argv: Sequence[str] | None = None) -> None:
   """Parses the command line, starts multi-host JAX if asked, and calls `main(config, workdir)`."""
-  try:
+  def start():
     config, args = parse_args(sys.argv[1:] if argv is None else argv, description)
     distributed.initialize(args)
     main(config, args.workdir)
+  exit_on_user_error(start, 'resume from the latest checkpoint')
+
+
+def exit_on_user_error(start: Callable[[], object], resumes: str) -> None:
+  """Calls `start()`; a UserError is printed as one line with exit status 2, an interrupt says
+  that running the same command again will `resumes`."""
+  try:
+    start()
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)
@@ -61,6 +69,5 @@ def run(main: Callable[[ml_collections.ConfigDict, str], object], description: s
           'then run the same command again to resume.', file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)
   except KeyboardInterrupt:
-    print('interrupted; run the same command again to resume from the latest checkpoint',
-          file=sys.stderr)
+    print(f'interrupted; run the same command again to {resumes}', file=sys.stderr)
     sys.exit(130)

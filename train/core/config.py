@@ -50,19 +50,21 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   return config
 
 
-def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
-  """Separates `--config.x=v` / `--config.x v` overrides from the other arguments."""
+def split_overrides(argv: Sequence[str], prefix: str = _PREFIX
+                    ) -> tuple[list[str], list[tuple[str, str]]]:
+  """Separates `--config.x=v` / `--config.x v` overrides (or those of another `prefix`) from the
+  other arguments."""
   rest, overrides = [], []
   args = list(argv)
   while args:
     arg = args.pop(0)
-    if not arg.startswith(_PREFIX):
+    if not arg.startswith(prefix):
       rest.append(arg)
       continue
-    name, has_value, value = arg[len(_PREFIX):].partition('=')
+    name, has_value, value = arg[len(prefix):].partition('=')
     if not has_value:
       if not args:
-        raise UserError(f'--config.{name}: missing value')
+        raise UserError(f'{prefix}{name}: missing value')
       value = args.pop(0)
     overrides.append((name, value))
   return rest, overrides
@@ -88,6 +90,20 @@ def apply_overrides(config: ml_collections.ConfigDict,
       node[leaf] = value
     except (TypeError, ValueError) as e:
       raise UserError(f'--config.{dotted}={text}: {e}') from None
+
+
+def field_value(config: ml_collections.ConfigDict, dotted: str) -> Any:
+  """The value of the dotted field (None for a new name in an OPEN_GROUPS group); UserError
+  naming an unknown field, with the closest known name."""
+  *parents, leaf = dotted.split('.')
+  node = config
+  for depth, key in enumerate(parents + [leaf]):
+    if depth == len(parents) and '.'.join(parents) in OPEN_GROUPS:
+      return node.get(key)
+    if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+      raise UserError(_unknown_field_message(dotted, '.'.join(parents[:depth]), node))
+    node = node[key]
+  return node
 
 
 def _unknown_field_message(dotted: str, parent: str, node: Any) -> str:

@@ -3,3 +3,7 @@
 
 class UserError(Exception):
   """Bad input (a config field, a dataset, a file). The message names it and says what to do."""
+
+
+class TrainingDiverged(UserError):
+  """A loss or metric became NaN or infinite: the hyperparameters are bad, not the input files."""

@@ -41,17 +41,24 @@ def _decay_mask(params):
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
                    steps_per_epoch: int) -> optax.GradientTransformation:
   """The optimizer `config.optim` describes, with gradient clipping first when asked for."""
+  return optimizer_with(config, learning_rate_schedule(config, total_steps, steps_per_epoch),
+                        config.weight_decay)
+
+
+def optimizer_with(config: ml_collections.ConfigDict, lr: optax.ScalarOrSchedule,
+                   weight_decay: float | jax.Array) -> optax.GradientTransformation:
+  """`config.optim`'s optimizer with the given learning rate (schedule) and weight decay, which
+  may be traced arrays (per-trial values in population training)."""
   if config.name not in OPTIMIZERS:
     raise UserError(f'config.optim.name={config.name!r}: use one of {OPTIMIZERS}')
-  lr = learning_rate_schedule(config, total_steps, steps_per_epoch)
   if config.name == 'adamw':
-    core = optax.adamw(lr, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay,
+    core = optax.adamw(lr, b1=config.b1, b2=config.b2, weight_decay=weight_decay,
                        mask=_decay_mask)
   else:
     # L2 regularization, added to the gradient before the update rule (He et al. 2016).
     update = (optax.sgd(lr, momentum=config.momentum, nesterov=config.nesterov)
               if config.name == 'sgd' else optax.adam(lr, b1=config.b1, b2=config.b2))
-    core = optax.chain(optax.add_decayed_weights(config.weight_decay, mask=_decay_mask), update)
+    core = optax.chain(optax.add_decayed_weights(weight_decay, mask=_decay_mask), update)
   if config.grad_clip_norm:
     return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), core)
   return core

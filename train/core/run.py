@@ -5,8 +5,11 @@ or pmap (`config.parallelism`), gradient accumulation (`config.grad_accum_steps`
 task's use of `step.accumulate_gradients`), the computation dtype (`config.dtype`, read by the
 task's models), the training data's fixed shards (`config.data.shards`), checkpoints and resume,
 metrics.jsonl and TensorBoard, early stopping, the final report, and closing every resource in
-`finally`. Callers observe each evaluation through `hooks` (hyperparameter tuning reports
-intermediate values there; a hook may raise, e.g. `optuna.TrialPruned`, to stop the run).
+`finally`. With `config.data.validation_split` set, evaluations during training (and so the best
+checkpoint, early stopping and tuning) use the validation split, and the eval (test) split is
+evaluated once at the end, with the best checkpoint: the one a user of the run gets. Callers
+observe each evaluation through `hooks` (hyperparameter tuning reports intermediate values there;
+a hook may raise, e.g. `optuna.TrialPruned`, to stop the run).
 """
 
 import dataclasses
@@ -55,7 +58,9 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
 
   Nothing is written to `workdir` until the config has been checked, the workdir locked for
   this run (`train.core.workdir`) and its checkpoints found to fit the config
-  (`train.core.compat`).
+  (`train.core.compat`). With a validation split the metrics returned are the last evaluation's
+  on it, plus the best checkpoint's on the eval split, each prefixed 'test_' (and 'test_step',
+  the step of that checkpoint).
   """
   validate.check_config(config, task.eval_metrics)
   check_batch_sizes(config)
@@ -69,6 +74,8 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
   mesh = parallel.make_mesh()
   parallelism = parallel.make_parallelism(config.parallelism, mesh)
   info = task.pipeline.get_dataset_info(config.data)
+  validation = task.pipeline.validation_split(config.data)
+  selection_split = validation or config.data.eval_split
   steps_per_epoch = max(1, info.num_train // config.batch_size)
   cadence = loop.Cadence.from_config(config, steps_per_epoch)
   ctx = StepContext(axis_name=parallelism.axis_name, grad_accum_steps=config.grad_accum_steps)
@@ -92,8 +99,9 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
       state = restored.state
       stopper.load_state_dict(restored.progress.get('early_stopping', {}))
     start_step = int(state_step(state))
-    loop.say(f'{task.describe(state)}; {info.num_train} training and {info.num_eval} eval '
-             f'examples of {config.data.dataset} {info.image_shape}; {cadence.total_steps} '
+    held_out = (f'{info.num_validation} validation ({validation}) and ' if validation else '')
+    loop.say(f'{task.describe(state)}; {info.num_train} training, {held_out}{info.num_eval} '
+             f'eval examples of {config.data.dataset} {info.image_shape}; {cadence.total_steps} '
              f'steps of {config.batch_size} on {jax.device_count()} device(s) with '
              f'{config.parallelism}')
     writer = MetricWriter(workdir, start_step)
@@ -102,11 +110,13 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
     eval_fns = {final: parallelism.compile(_eval_step(task, ctx, final), with_rng=True)
                 for final in (False, True)}
 
+    def evaluate_on(split: str, state: Any, final: bool) -> tuple[dict[str, float], np.ndarray]:
+      batches = task.pipeline.make_eval_iterator(
+          config.data, global_batch_size=config.eval_batch_size, split=split)
+      return evaluate_split(task, eval_fns[final], state, batches, parallelism, streams.eval)
+
     def evaluate(state: Any, step: int) -> dict[str, float]:
-      batches = task.pipeline.make_eval_iterator(config.data,
-                                                 global_batch_size=config.eval_batch_size)
-      eval_fn = eval_fns[step >= cadence.total_steps]
-      metrics, images = evaluate_split(task, eval_fn, state, batches, parallelism, streams.eval)
+      metrics, images = evaluate_on(selection_split, state, step >= cadence.total_steps)
       return metrics | task.after_eval(parallelism.get_state(state), step, images,
                                        streams.images, writer)
 
@@ -118,10 +128,21 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
         mesh=mesh, rng=streams.train, evaluate=evaluate, checkpointer=checkpointer,
         writer=writer, learning_rate=task.learning_rate, stopper=stopper,
         parallelism=parallelism, hooks=hooks, on_log=task.after_log, signals=signals)
-    loop.say(f'Final eval on {metrics["count"]} {config.data.eval_split} examples at step '
+    loop.say(f'Final eval on {metrics["count"]} {selection_split} examples at step '
              f'{checkpointer.latest_step()}: {task.final_report(metrics)} (best '
              f'{task.best_metric} checkpoint: step {checkpointer.best_step()})')
-    return metrics
+    if not validation:
+      return metrics
+    # The test split, once: the best checkpoint by the validation split.
+    best_step = checkpointer.best_step()
+    best = parallelism.put_state(checkpointer.restore(abstract_state, step=best_step))
+    test_metrics, _ = evaluate_on(config.data.eval_split, best, final=True)
+    writer.write_scalars(best_step, 'test', test_metrics)
+    loop.say(f'Test on {test_metrics["count"]} {config.data.eval_split} examples with the best '
+             f'{selection_split} {task.best_metric} checkpoint (step {best_step}): '
+             f'{task.final_report(test_metrics)}')
+    return metrics | {f'test_{name}': value for name, value in test_metrics.items()} | {
+        'test_step': best_step}
   finally:
     checkpointer.close()
     if writer:

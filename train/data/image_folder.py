@@ -14,6 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 from train.core.errors import UserError
+from train.data import holdout
 
 # What `tf.io.decode_image` reads.
 _FORMATS = ('JPEG', 'PNG', 'BMP', 'GIF')
@@ -33,21 +34,29 @@ class _File:
 class ImageFolder:
   """Class names, split sizes, per-process reading and decoding of an image folder."""
 
-  def __init__(self, root: str, *, train_split: str, eval_split: str, test_fraction: float):
+  def __init__(self, root: str, *, train_split: str, eval_split: str, test_fraction: float,
+               validation_split: str = ''):
+    """`validation_split`: the name of a third split subfolder (e.g. 'val'), or '' for none."""
     self.name = f'folder:{root}'
     root = os.path.expanduser(root)
     if not os.path.isdir(root):
       raise UserError(f'data.dataset={self.name!r}: {root} is not a folder.')
-    split_dirs = [os.path.join(root, s) for s in (train_split, eval_split)]
+    splits = (train_split, eval_split) + ((validation_split,) if validation_split else ())
+    split_dirs = [os.path.join(root, s) for s in splits]
     if any(map(os.path.isdir, split_dirs)):
       missing = [d for d in split_dirs if not os.path.isdir(d)]
       if missing:
-        raise UserError(f'{missing[0]} does not exist, but {root} has the other split folder: '
-                        'give it both (with the class subfolders in each), or set '
-                        'data.train_split / data.eval_split to their names.')
+        raise UserError(f'{missing[0]} does not exist, but {root} has another split folder: '
+                        'give it every split (with the class subfolders in each), or set '
+                        'data.train_split / data.eval_split / data.validation_split to their '
+                        'names.')
       self.class_names = _class_names(split_dirs[0])
       files = {split: _scan(folder, self.class_names)
-               for split, folder in zip((train_split, eval_split), split_dirs)}
+               for split, folder in zip(splits, split_dirs)}
+    elif validation_split:
+      raise UserError(f'data.validation_split={validation_split!r}: {root} has no split '
+                      'subfolders; give it train/, test/ and that folder, or set '
+                      'data.validation_split to a fraction of the training images (e.g. 0.1).')
     else:
       self.class_names = _class_names(root)
       files = _stratified_split(_scan(root, self.class_names), train_split, eval_split,
@@ -176,15 +185,10 @@ def _stratified_split(files: list[_File], train_split: str, eval_split: str,
   """A fixed `test_fraction` of each class (rounded) for the eval split, the rest for training."""
   if not (isinstance(test_fraction, (int, float)) and 0 < test_fraction < 1):
     raise UserError(f'data.folder_test_fraction={test_fraction!r}: expected a fraction in (0, 1).')
-  rng = np.random.default_rng(_SPLIT_SEED)
-  labels = np.array([f.label for f in files])
-  test = set()
-  for label in np.unique(labels):
-    members = np.flatnonzero(labels == label)
-    test.update(rng.permutation(members)[:round(len(members) * test_fraction)].tolist())
-  if not test:
+  test = holdout.stratified_mask(np.array([f.label for f in files]), test_fraction)
+  if not test.any():
     raise UserError(f'data.folder_test_fraction={test_fraction} leaves no test images in {root} '
                     f'({len(files)} images): raise it, or add {train_split}/ and {eval_split}/ '
                     'subfolders.')
-  return {train_split: [f for i, f in enumerate(files) if i not in test],
-          eval_split: [f for i, f in enumerate(files) if i in test]}
+  return {train_split: [f for f, held in zip(files, test) if not held],
+          eval_split: [f for f, held in zip(files, test) if held]}

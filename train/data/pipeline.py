@@ -21,7 +21,7 @@ import tensorflow as tf
 from configs.common import data as default_config  # the `config.data` fields
 from train.core.errors import UserError
 from train.data import augment as augment_lib
-from train.data import image_folder, tfds_source
+from train.data import holdout, image_folder, tfds_source
 
 try:
   # Before TF touches them (imports don't): the accelerators belong to JAX.
@@ -31,6 +31,8 @@ except RuntimeError:  # Something ran TF ops before this module was imported.
                   __name__)
 
 FOLDER_PREFIX = 'folder:'
+# The split a fractional `data.validation_split` holds out of the training split.
+HELD_OUT = 'held_out'
 NORMALIZATIONS = ('none', 'per_channel', 'featurewise', 'samplewise')
 # Keras adds this to standard deviations so a constant image or channel does not divide by 0.
 _STD_EPSILON = 1e-6
@@ -44,20 +46,32 @@ class DatasetInfo:
   num_classes: int
   image_shape: tuple[int, int, int]  # (height, width, channels) of the batches, after resizing.
   num_train: int
-  num_eval: int
+  num_eval: int  # of `data.eval_split`
   class_names: tuple[str, ...]
+  num_validation: int = 0  # of the validation split; 0 without `data.validation_split`
 
 
 def get_dataset_info(data_config) -> DatasetInfo:
   config = _complete(data_config)
   source = _source(config)
+  validation = validation_split(config)
   return DatasetInfo(
       num_classes=len(source.class_names),
       image_shape=output_shape(source, config),
       num_train=source.num_examples(config.train_split),
       num_eval=source.num_examples(config.eval_split),
       class_names=tuple(source.class_names),
+      num_validation=source.num_examples(validation) if validation else 0,
   )
+
+
+def validation_split(data_config) -> str | None:
+  """The split evaluations during training use when `data.validation_split` is set: its name,
+  or HELD_OUT for a fraction of the training split. None when it is not set."""
+  value = _complete(data_config).validation_split
+  if value is None:
+    return None
+  return value if isinstance(value, str) else HELD_OUT
 
 
 def normalization_stats(data_config) -> tuple[np.ndarray, np.ndarray]:
@@ -148,25 +162,26 @@ def _shard_stream(source: 'Source', config, preprocessor, seed: int, shard: int,
   return ds.batch(batch_size, drop_remainder=True)
 
 
-def make_eval_iterator(data_config, *,
-                       global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over this process's share: {'image', 'label', 'mask'}; padding has mask False.
+def make_eval_iterator(data_config, *, global_batch_size: int, split: str | None = None
+                       ) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over this process's share of `split` (default `data.eval_split`; see also
+  `validation_split`): {'image', 'label', 'mask'}; padding has mask False.
 
-  Every process yields ceil(num_eval / global_batch_size) batches, however uneven the shares.
+  Every process yields ceil(num_examples / global_batch_size) batches, however uneven the shares.
   """
   config = _complete(data_config)
   source = _source(config)
   return eval_batches(source, config, _preprocessor(source, config),
-                      global_batch_size=global_batch_size)
+                      global_batch_size=global_batch_size, split=split or config.eval_split)
 
 
-def eval_batches(source: 'Source', config, preprocess, *,
-                 global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(source: 'Source', config, preprocess, *, global_batch_size: int,
+                 split: str) -> Iterator[dict[str, np.ndarray]]:
   """`make_eval_iterator` for any task: `preprocess(example)` decodes one example of `source`
-  (it must not return a 'mask' key); `config` has the field `eval_split`."""
+  (it must not return a 'mask' key)."""
   batch_size = _local_batch_size(global_batch_size)
-  num_batches = math.ceil(source.num_examples(config.eval_split) / global_batch_size)
-  raw = source.read(config.eval_split, jax.process_index(), jax.process_count())
+  num_batches = math.ceil(source.num_examples(split) / global_batch_size)
+  raw = source.read(split, jax.process_index(), jax.process_count())
   ds = raw.map(lambda example: {**preprocess(example), 'mask': True},
                num_parallel_calls=tf.data.AUTOTUNE)
   padding = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)
@@ -233,7 +248,25 @@ def _complete(data_config) -> ml_collections.ConfigDict:
     raise UserError(f'data.shards={config.shards!r}: expected an int >= 0.')
   if not (isinstance(config.shuffle_buffer, int) and config.shuffle_buffer >= 0):
     raise UserError(f'data.shuffle_buffer={config.shuffle_buffer!r}: expected an int >= 0.')
+  config.validation_split = _checked_validation_split(config)
   return config
+
+
+def _checked_validation_split(config) -> float | str | None:
+  """`data.validation_split` as a fraction in (0, 1), a split name, or None ('' and 0: None)."""
+  value = config.validation_split
+  if value in (None, '', 0):
+    return None
+  if isinstance(value, str):
+    if value in (config.train_split, config.eval_split):
+      raise UserError(f'data.validation_split={value!r} is also data.train_split or '
+                      'data.eval_split: name a split of its own, or give a fraction of the '
+                      'training split (e.g. 0.1).')
+    return value
+  if isinstance(value, float) and 0 < value < 1:
+    return value
+  raise UserError(f'data.validation_split={value!r}: expected a fraction in (0, 1) of the '
+                  "training split, or a split name such as 'train[90%:]' or 'val'.")
 
 
 def _local_batch_size(global_batch_size: int) -> int:
@@ -253,6 +286,7 @@ class _SourceKey(NamedTuple):
   eval_split: str
   folder_test_fraction: float
   classes: tuple[int, ...]
+  validation_split: float | str | None
 
 
 def _source(config) -> Source:
@@ -261,19 +295,75 @@ def _source(config) -> Source:
 
 def _source_key(config) -> _SourceKey:
   return _SourceKey(config.dataset, config.data_dir, config.train_split, config.eval_split,
-                    config.folder_test_fraction, tuple(config.classes))
+                    config.folder_test_fraction, tuple(config.classes),
+                    config.validation_split)
 
 
 @functools.lru_cache(maxsize=8)
 def _cached_source(key: _SourceKey) -> Source:
   # Cached: a folder is checked file by file, and a builder is reused by info and iterators.
+  named_validation = key.validation_split if isinstance(key.validation_split, str) else ''
   if key.dataset.startswith(FOLDER_PREFIX):
     source = image_folder.ImageFolder(
         key.dataset[len(FOLDER_PREFIX):], train_split=key.train_split,
-        eval_split=key.eval_split, test_fraction=key.folder_test_fraction)
+        eval_split=key.eval_split, test_fraction=key.folder_test_fraction,
+        validation_split=named_validation)
   else:
     source = tfds_source.TfdsSource(key.dataset, key.data_dir)
-  return _ClassSubset(source, key.classes) if key.classes else source
+    if named_validation:
+      for field, split in (('train_split', key.train_split), ('eval_split', key.eval_split)):
+        source.check_disjoint(named_validation, split, 'data.validation_split', f'data.{field}')
+  if key.classes:
+    source = _ClassSubset(source, key.classes)
+  if isinstance(key.validation_split, float):
+    source = _HeldOut(source, key.train_split, key.validation_split)
+  return source
+
+
+class _HeldOut:
+  """A fractional `data.validation_split`: a fixed, stratified share of each class of the
+  training split becomes the HELD_OUT split; the training split keeps the rest.
+
+  Reads the training split's labels once. Each process's share of either part is the part of its
+  share of the whole training split, so shares stay contiguous reads of the underlying source.
+  """
+
+  def __init__(self, source: Source, train_split: str, fraction: float):
+    self._source, self._train_split = source, train_split
+    labels = source.read(train_split, 0, 1).map(lambda example: example['label']).batch(4096)
+    self._held = holdout.stratified_mask(
+        np.concatenate(list(labels.as_numpy_iterator())), fraction)
+    if self._held.all() or not self._held.any():
+      raise UserError(f'data.validation_split={fraction} holds out {self._held.sum()} of the '
+                      f'{len(self._held)} examples of {source.name} split {train_split!r}: '
+                      'choose a fraction that leaves examples on both sides.')
+    self.name = source.name
+    self.class_names = source.class_names
+    self.image_shape = source.image_shape
+
+  def num_examples(self, split: str) -> int:
+    if split == HELD_OUT:
+      return int(self._held.sum())
+    if split == self._train_split:
+      return int((~self._held).sum())
+    return self._source.num_examples(split)
+
+  def read(self, split: str, index: int, count: int) -> tf.data.Dataset:
+    if split not in (HELD_OUT, self._train_split):
+      return self._source.read(split, index, count)
+    sizes = [int(self._source.read(self._train_split, i, count).cardinality())
+             for i in range(index + 1)]
+    start = sum(sizes[:-1])
+    keep = self._held[start:start + sizes[-1]]
+    keep = keep if split == HELD_OUT else ~keep
+    keep_table = tf.constant(keep)
+    ds = self._source.read(self._train_split, index, count).enumerate()
+    ds = ds.filter(lambda i, _: keep_table[i]).map(lambda _, example: example)
+    # Filtering forgets the size, which the training stream needs to number its epochs.
+    return ds.apply(tf.data.experimental.assert_cardinality(int(keep.sum())))
+
+  def decode(self, image: tf.Tensor) -> tf.Tensor:
+    return self._source.decode(image)
 
 
 class _ClassSubset:

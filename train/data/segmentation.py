@@ -95,13 +95,21 @@ def make_train_iterator(data_config, *, seed: int, global_batch_size: int,
       global_batch_size=global_batch_size, start_step=start_step)
 
 
-def make_eval_iterator(data_config, *,
-                       global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-  """One padded pass {'image', 'label', 'mask'} over this process's share of the eval split."""
+def make_eval_iterator(data_config, *, global_batch_size: int, split: str | None = None
+                       ) -> Iterator[dict[str, np.ndarray]]:
+  """One padded pass {'image', 'label', 'mask'} over this process's share of `split` (default
+  the eval split)."""
   config = complete(data_config)
   source = _source(config)
   return input_pipeline.eval_batches(source, config, _preprocessor(source, config),
-                                     global_batch_size=global_batch_size)
+                                     global_batch_size=global_batch_size,
+                                     split=split or config.eval_split)
+
+
+def validation_split(data_config) -> None:
+  """Segmentation selects checkpoints on its eval split: no validation split."""
+  del data_config
+  return None
 
 
 def prepare_image(data_config, image: bytes) -> np.ndarray:

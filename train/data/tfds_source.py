@@ -39,6 +39,27 @@ class TfdsSource:
   def decode(self, image: tf.Tensor) -> tf.Tensor:
     return self._image_feature.decode_example(image)
 
+  def check_disjoint(self, split: str, other: str, field: str, other_field: str) -> None:
+    """UserError if the TFDS split strings `split` and `other` share an example."""
+    ranges = {}
+    for name, spec in ((field, split), (other_field, other)):
+      try:
+        instructions = tfds.core.ReadInstruction.from_spec(spec).to_absolute(
+            self._builder.info.splits)
+      except (ValueError, KeyError) as e:
+        raise UserError(f'{name}={spec!r}: {e}') from None
+      ranges[name] = [(i.splitname, i.from_ or 0, self._split_size(i.splitname) if i.to is None
+                       else i.to) for i in instructions]
+    for base, start, stop in ranges[field]:
+      for other_base, other_start, other_stop in ranges[other_field]:
+        if base == other_base and max(start, other_start) < min(stop, other_stop):
+          raise UserError(f'{field}={split!r} and {other_field}={other!r} share examples of '
+                          f'{self.name} split {base!r}: make them disjoint, e.g. '
+                          f"train_split='{base}[:90%]' and validation_split='{base}[90%:]'.")
+
+  def _split_size(self, name: str) -> int:
+    return self._builder.info.splits[name].num_examples
+
   def _dataset(self, split) -> tf.data.Dataset:
     try:
       return self._builder.as_dataset(

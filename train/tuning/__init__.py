@@ -1,0 +1,1 @@
+"""Hyperparameter search: the search space, the study and its report, population training."""
