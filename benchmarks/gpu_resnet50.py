@@ -50,6 +50,7 @@ def bench_zoo(batch: int, steps: int) -> dict:
   import jax.numpy as jnp
   import numpy as np
   import optax
+
   import zoo
 
   model = zoo.create_model('resnet50', num_classes=NUM_CLASSES, dtype=jnp.bfloat16)
@@ -89,9 +90,9 @@ def bench_zoo(batch: int, steps: int) -> dict:
     jax.block_until_ready((state, loss))
 
   device = jax.devices()[0]
-  return dict(peer='zoo (JAX, bf16)', device=f'{device.platform}: {device.device_kind}',
-              device_kind=device.device_kind, seconds=time_steps(run, steps),
-              flops=cost.get('flops'), compile_s=compile_s)
+  return {'peer': 'zoo (JAX, bf16)', 'device': f'{device.platform}: {device.device_kind}',
+              'device_kind': device.device_kind, 'seconds': time_steps(run, steps),
+              'flops': cost.get('flops'), 'compile_s': compile_s}
 
 
 def bench_torch(batch: int, steps: int) -> dict:
@@ -125,9 +126,9 @@ def bench_torch(batch: int, steps: int) -> dict:
   with counter:
     one_step()
   kind = torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'
-  return dict(peer='PyTorch AMP bf16, channels_last', device=f'{device.type}: {kind}',
-              device_kind=kind, seconds=time_steps(run, steps),
-              flops=counter.get_total_flops(), compile_s=None)
+  return {'peer': 'PyTorch AMP bf16, channels_last', 'device': f'{device.type}: {kind}',
+              'device_kind': kind, 'seconds': time_steps(run, steps),
+              'flops': counter.get_total_flops(), 'compile_s': None}
 
 
 def main():

@@ -54,8 +54,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def torch_resnet20(num_classes: int):
   """CIFAR ResNet-20 (He et al. 2016), option A shortcuts, as zoo's resnet20."""
   import torch
-  from torch import nn
   import torch.nn.functional as F
+  from torch import nn
 
   class Block(nn.Module):
     def __init__(self, cin, cout, stride):
@@ -166,6 +166,7 @@ def zoo_step(name: str, size: int, num_classes: int, images, labels):
   import jax
   import jax.numpy as jnp
   import optax
+
   import zoo
 
   model = zoo.create_model(name, num_classes=num_classes)
@@ -265,10 +266,14 @@ def worker(peer: str, name: str, batch: int) -> None:
   """Builds one peer's step, then answers 'run N' with the seconds N steps took; 'quit' ends."""
   if peer == 'keras_jax':
     os.environ['KERAS_BACKEND'] = 'jax'
+  # The frameworks are imported before the memory baseline, so the peak is the model's and step's.
   if peer.startswith('torch'):
-    import torch, torchvision, timm  # noqa: E401,F401  (imports before the memory baseline)
+    import timm  # noqa: F401
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
   else:
-    import jax, optax, flax  # noqa: E401,F401
+    import jax  # noqa: F401
+    import optax  # noqa: F401
     if peer == 'keras_jax':
       import keras  # noqa: F401
     else:
@@ -282,7 +287,7 @@ def worker(peer: str, name: str, batch: int) -> None:
     start = time.perf_counter()
     run(1)
     _reply(first=first, second=time.perf_counter() - start)
-  except Exception as e:  # reported in the table: a peer that cannot run is a result too
+  except Exception as e:  # noqa: BLE001  (a peer that cannot run is a result: it goes in the table)
     traceback.print_exc()
     _reply(error=f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'[:120])
     return
@@ -366,9 +371,9 @@ def _cpu_name() -> str:
 def format_table(name: str, batch: int, size: int, rows: list[dict]) -> str:
   zoo_rate = next((statistics.median(r['rates']) for r in rows
                    if r['peer'] == 'zoo' and r.get('rates')), None)
-  lines = [f'{name} {size}x{size} batch {batch}',
-           f'  {"peer":<14} {"img/s":>8} {"range":>13} {"compile s":>10} {"peak MB":>8} '
-           f'{"vs zoo":>7}']
+  header = (f'  {"peer":<14} {"img/s":>8} {"range":>13} {"compile s":>10} {"peak MB":>8} '
+            f'{"vs zoo":>7}')
+  lines = [f'{name} {size}x{size} batch {batch}', header]
   for r in rows:
     if not r.get('rates'):
       lines.append(f'  {r["peer"]:<14} failed: {r.get("error", "no result")}')
