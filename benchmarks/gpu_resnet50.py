@@ -91,8 +91,8 @@ def bench_zoo(batch: int, steps: int) -> dict:
 
   device = jax.devices()[0]
   return {'peer': 'zoo (JAX, bf16)', 'device': f'{device.platform}: {device.device_kind}',
-              'device_kind': device.device_kind, 'seconds': time_steps(run, steps),
-              'flops': cost.get('flops'), 'compile_s': compile_s}
+          'device_kind': device.device_kind, 'seconds': time_steps(run, steps),
+          'flops': cost.get('flops'), 'compile_s': compile_s}
 
 
 def bench_torch(batch: int, steps: int) -> dict:
@@ -127,8 +127,8 @@ def bench_torch(batch: int, steps: int) -> dict:
     one_step()
   kind = torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'
   return {'peer': 'PyTorch AMP bf16, channels_last', 'device': f'{device.type}: {kind}',
-              'device_kind': kind, 'seconds': time_steps(run, steps),
-              'flops': counter.get_total_flops(), 'compile_s': None}
+          'device_kind': kind, 'seconds': time_steps(run, steps),
+          'flops': counter.get_total_flops(), 'compile_s': None}
 
 
 def main():
