@@ -86,6 +86,8 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
         f'{stopper.patience} evaluations); evaluating that checkpoint.')
   for step in range(start_step + 1, last_step + 1):
     state, metrics = train_fn(state, parallelism.shard_batch(next(batches)), rng)
+    if _sync_each_step():
+      jax.block_until_ready(metrics)
     step_metrics.append(metrics)
     if step % cadence.log_every == 0 or step == cadence.total_steps:
       means = _mean_on_host(step_metrics, parallelism)
@@ -133,6 +135,17 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
                       progress=loop_state())
   checkpointer.wait()
   return state, eval_metrics
+
+
+def _sync_each_step() -> bool:
+  """Whether to wait for each step before dispatching the next.
+
+  XLA:CPU starts each device's part of a program with collectives on one thread of a pool of
+  max(cores, devices) threads. With the host many steps ahead, one device's limit of 32
+  computations in flight fills while the other devices wait in the all-reduce, and the process
+  aborts on the collective's rendezvous timeout. Several CPU devices are a test and development setup only.
+  """
+  return jax.default_backend() == 'cpu' and jax.local_device_count() > 1
 
 
 def _mean_on_host(step_metrics: list[dict[str, jax.Array]], parallelism) -> dict[str, float]:
