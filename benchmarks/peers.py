@@ -365,7 +365,8 @@ def bench_model(name: str, peers: list[str], batch: int, rounds: int, steps: int
 
 def _cpu_name() -> str:
   with open('/proc/cpuinfo') as f:
-    return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '?')
+    return next((line.split(':', 1)[1].strip() for line in f
+                 if line.startswith('model name')), '?')
 
 
 def format_table(name: str, batch: int, size: int, rows: list[dict]) -> str:

@@ -143,7 +143,8 @@ def _sync_each_step() -> bool:
   XLA:CPU starts each device's part of a program with collectives on one thread of a pool of
   max(cores, devices) threads. With the host many steps ahead, one device's limit of 32
   computations in flight fills while the other devices wait in the all-reduce, and the process
-  aborts on the collective's rendezvous timeout. Several CPU devices are a test and development setup only.
+  aborts on the collective's rendezvous timeout. Several CPU devices are a test and development
+  setup only, so the wait costs no real run anything.
   """
   return jax.default_backend() == 'cpu' and jax.local_device_count() > 1
 
