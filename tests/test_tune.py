@@ -184,8 +184,9 @@ def test_two_workers_share_a_study(tmp_path, data_dir):
   logs = [open(tmp_path / f'worker{i}.log', 'w+', encoding='utf-8') for i in range(2)]
   workers = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
              for log in logs]  # files, not pipes: a full pipe would stall a worker
-  for worker in workers:
+  for worker, log in zip(workers, logs):
     worker.wait(timeout=600)
+    log.close()
   outputs = [(tmp_path / f'worker{i}.log').read_text(encoding='utf-8') for i in range(2)]
   assert [w.returncode for w in workers] == [0, 0], outputs
   trials = optuna.load_study(study_name='recipe', storage=f'sqlite:///{workdir}/study.db').trials
