@@ -3,8 +3,11 @@ TPE with median pruning, selected on a validation split held out of the training
 
     python -m train.tune --config configs/digits_tune.py --workdir runs/digits_tune
 
-Each trial trains the small CNN on the native 8x8 digits for 8 epochs; measured figures are in
-docs/tune.md.
+Each trial trains the small CNN on the native 8x8 digits for 8 epochs (136 steps). Measured (see
+docs/tune.md): 7 trials completed and 13 pruned; the best by validation accuracy has 0.9861 on
+the 287 validation digits and 0.9806 on the 360 test digits, against 0.9756 and 0.9722 for this
+recipe untuned (`python -m train.classify --config configs/digits_tune.py`); 62 minutes on a
+2-core CPU shared with other jobs.
 """
 
 from configs import digits_cnn

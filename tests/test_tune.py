@@ -181,9 +181,13 @@ def test_two_workers_share_a_study(tmp_path, data_dir):
   study_lib.load_or_create(
       study_lib.open_storage(study_lib.storage_url(options, workdir), options), 'recipe',
       space_lib.parse(tune.config_lib.load_config(recipe)), 'accuracy', 'max', options)
-  workers = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-  outputs = [w.communicate(timeout=600)[0] for w in workers]
+  logs = [open(tmp_path / f'worker{i}.log', 'w+', encoding='utf-8') for i in range(2)]
+  workers = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+             for log in logs]  # files, not pipes: a full pipe would stall a worker
+  for worker, log in zip(workers, logs):
+    worker.wait(timeout=600)
+    log.close()
+  outputs = [(tmp_path / f'worker{i}.log').read_text(encoding='utf-8') for i in range(2)]
   assert [w.returncode for w in workers] == [0, 0], outputs
   trials = optuna.load_study(study_name='recipe', storage=f'sqlite:///{workdir}/study.db').trials
   assert [t.state.name for t in trials] == ['COMPLETE'] * 4
