@@ -12,8 +12,8 @@ from typing import Any
 
 from flax import traverse_util
 
-from train.core.build import HEAD
 from train.core.errors import UserError
+from zoo.transfer import HEAD, transfer_variables
 
 
 def initialize(state: Any, source_variables: dict[str, Any], source: str) -> tuple[Any, str]:
@@ -23,32 +23,21 @@ def initialize(state: Any, source_variables: dict[str, Any], source: str) -> tup
   The optimizer state is kept: its initial value does not depend on the parameters' values.
   """
   target = {'params': state.params, 'batch_stats': state.batch_stats}
-  flat_target = traverse_util.flatten_dict(target, sep='/')
-  flat_source = traverse_util.flatten_dict(source_variables, sep='/')
   classes = (_num_classes(source_variables), _num_classes(target))
-  merged, skipped = {}, {}
-  for path, value in flat_target.items():
-    old = flat_source.get(path)
-    if path.split('/')[1] == HEAD and classes[0] != classes[1]:
-      reason = f'new head ({classes[0]} -> {classes[1]} classes)'
-    elif old is None:
-      reason = 'not in the source'
-    elif old.shape != value.shape:
-      reason = 'other shape'
-    else:
-      merged[path] = old.astype(value.dtype)
-      continue
-    merged[path] = value
-    skipped.setdefault(reason, []).append(path)
-  loaded = len(flat_target) - sum(map(len, skipped.values()))
+  merged, skipped = transfer_variables(target, source_variables,
+                                       exclude=(HEAD,) if classes[0] != classes[1] else ())
+  if 'excluded' in skipped:
+    skipped = {f'new head ({classes[0]} -> {classes[1]} classes)': skipped.pop('excluded'),
+               **skipped}
+  total = len(traverse_util.flatten_dict(target))
+  loaded = total - sum(map(len, skipped.values()))
   if not loaded:
-    raise UserError(f'config.transfer.init_from={source!r}: no parameter matches this model '
-                    f'in path and shape; initialize from a run of the same architecture.')
-  report = f'Initialized {loaded} of {len(flat_target)} arrays from {source}'
+    raise UserError(f'config.transfer: no parameter of {source} matches this model in path and '
+                    f'shape; start from weights of the same architecture.')
+  report = f'Initialized {loaded} of {total} arrays from {source}'
   if skipped:
     report += '; not loaded: ' + '; '.join(f'{reason}: {", ".join(paths)}'
                                            for reason, paths in skipped.items())
-  merged = traverse_util.unflatten_dict(merged, sep='/')
   return state.replace(params=merged['params'],
                        batch_stats=merged.get('batch_stats', state.batch_stats)), report
 
