@@ -1,5 +1,8 @@
 """Transfer learning for `train.classify` (`config.transfer`).
 
+`pretrained=NAME:FILE` starts from a weight file converted onto zoo model NAME
+(`zoo.load_pretrained`), as `init_from` does from a run.
+
 `init_from=WORKDIR` starts from that run's best checkpoint: every parameter and BatchNorm
 statistic whose path and shape match is copied, except the classifier `head` when the number of
 classes differs (it keeps its fresh initialization). `freeze_backbone=True` then trains the
@@ -10,8 +13,10 @@ with each batch's own statistics, as any train-mode step does.
 
 from typing import Any
 
+import jax
 from flax import traverse_util
 
+import zoo
 from train.core.errors import UserError
 from zoo.transfer import HEAD, transfer_variables
 
@@ -38,8 +43,24 @@ def initialize(state: Any, source_variables: dict[str, Any], source: str) -> tup
   if skipped:
     report += '; not loaded: ' + '; '.join(f'{reason}: {", ".join(paths)}'
                                            for reason, paths in skipped.items())
+  # On the target's devices and shardings (the source may sit on one device only).
+  merged = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), merged, target)
   return state.replace(params=merged['params'],
                        batch_stats=merged.get('batch_stats', state.batch_stats)), report
+
+
+def load_pretrained(spec: str) -> dict[str, Any]:
+  """The variables of `config.transfer.pretrained='NAME:FILE'`: FILE's weights converted onto
+  zoo model NAME (`zoo.load_pretrained`; torchvision, timm, Keras or zoo files)."""
+  name, _, path = spec.partition(':')
+  if not name or not path:
+    raise UserError(f'config.transfer.pretrained={spec!r}: expected NAME:FILE, e.g. '
+                    f'resnet50:/path/resnet50.pth.')
+  try:
+    _, variables = zoo.load_pretrained(name, path)
+  except ValueError as e:  # ConversionError, or an unknown model name.
+    raise UserError(f'config.transfer.pretrained={spec!r}: {e}') from None
+  return variables
 
 
 def _num_classes(variables: dict[str, Any]) -> int | None:
