@@ -17,7 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim = common.optim()
   config.label_smoothing = 0.0
   # init_from: a train.classify workdir whose best checkpoint initializes every parameter that
-  # matches (the head only if the number of classes is the same); freeze_backbone: train the head
-  # alone. See docs/transfer.md.
-  config.transfer = ml_collections.ConfigDict(dict(init_from='', freeze_backbone=False))
+  # matches (the head only if the number of classes is the same); pretrained: NAME:FILE, a weight
+  # file converted onto zoo model NAME, used the same way; freeze_backbone: train the head alone.
+  # See docs/transfer.md.
+  config.transfer = ml_collections.ConfigDict(dict(init_from='', pretrained='',
+                                                   freeze_backbone=False))
   return config

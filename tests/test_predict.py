@@ -53,7 +53,8 @@ def test_files_get_the_probabilities_of_the_eval_batch(run, tmp_path, capsys):
   paths, labels = _write_test_images(config, str(tmp_path / 'images'))
   classifier = trained.load_classifier(workdir)
   images = predict.load_images(classifier, paths)
-  got = predict.probabilities(classifier, images, batch_size=5)  # A padded last batch.
+  # A padded last batch.
+  got = predict.probabilities(classifier.model, classifier.variables, images, batch_size=5)
 
   batch = next(input_pipeline.make_eval_iterator(config.data, global_batch_size=64))
   np.testing.assert_array_equal(batch['label'][:NUM_IMAGES], labels)

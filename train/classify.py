@@ -92,12 +92,18 @@ class ClassifyTask(Task):
     return create_train_state(self.model, self.tx, rng, self.info.image_shape)
 
   def warm_start(self, state: TrainState) -> TrainState:
-    source_dir = self.config.transfer.init_from
-    if not source_dir:
+    source_dir, pretrained = self.config.transfer.init_from, self.config.transfer.pretrained
+    if source_dir and pretrained:
+      raise UserError(f'config.transfer: init_from={source_dir!r} and pretrained={pretrained!r} '
+                      'both set; start from one of them.')
+    if source_dir:
+      source = trained.load_classifier(source_dir)
+      variables, origin = source.variables, f'{source_dir} (step {source.step})'
+    elif pretrained:
+      variables, origin = transfer.load_pretrained(pretrained), pretrained
+    else:
       return state
-    source = trained.load_classifier(source_dir)
-    state, report = transfer.initialize(state, source.variables,
-                                        f'{source_dir} (step {source.step})')
+    state, report = transfer.initialize(state, variables, origin)
     say(report)
     return state
 

@@ -11,8 +11,7 @@ import zoo
 from train.core import optim
 from train.core.errors import UserError
 from train.core.task import Length
-
-HEAD = 'head'  # The last Dense layer of every zoo classifier.
+from zoo.transfer import HEAD, freeze_labels
 
 
 def create_model(name: str, field: str, **kwargs) -> nn.Module:
@@ -49,5 +48,4 @@ def _head_labels(params: dict[str, Any]) -> dict[str, Any]:
   if HEAD not in params:
     raise UserError(f'config.transfer.freeze_backbone=True needs a classifier whose last layer '
                     f'is named {HEAD!r}; this model has {", ".join(params)}.')
-  # A prefix of the parameter tree: each top-level layer's label covers all of its arrays.
-  return {name: 'train' if name == HEAD else 'frozen' for name in params}
+  return freeze_labels(params, (HEAD,))

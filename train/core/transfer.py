@@ -1,5 +1,8 @@
 """Transfer learning for `train.classify` (`config.transfer`).
 
+`pretrained=NAME:FILE` starts from a weight file converted onto zoo model NAME
+(`zoo.load_pretrained`), as `init_from` does from a run.
+
 `init_from=WORKDIR` starts from that run's best checkpoint: every parameter and BatchNorm
 statistic whose path and shape match is copied, except the classifier `head` when the number of
 classes differs (it keeps its fresh initialization). `freeze_backbone=True` then trains the
@@ -10,10 +13,12 @@ with each batch's own statistics, as any train-mode step does.
 
 from typing import Any
 
+import jax
 from flax import traverse_util
 
-from train.core.build import HEAD
+import zoo
 from train.core.errors import UserError
+from zoo.transfer import HEAD, transfer_variables
 
 
 def initialize(state: Any, source_variables: dict[str, Any], source: str) -> tuple[Any, str]:
@@ -23,34 +28,39 @@ def initialize(state: Any, source_variables: dict[str, Any], source: str) -> tup
   The optimizer state is kept: its initial value does not depend on the parameters' values.
   """
   target = {'params': state.params, 'batch_stats': state.batch_stats}
-  flat_target = traverse_util.flatten_dict(target, sep='/')
-  flat_source = traverse_util.flatten_dict(source_variables, sep='/')
   classes = (_num_classes(source_variables), _num_classes(target))
-  merged, skipped = {}, {}
-  for path, value in flat_target.items():
-    old = flat_source.get(path)
-    if path.split('/')[1] == HEAD and classes[0] != classes[1]:
-      reason = f'new head ({classes[0]} -> {classes[1]} classes)'
-    elif old is None:
-      reason = 'not in the source'
-    elif old.shape != value.shape:
-      reason = 'other shape'
-    else:
-      merged[path] = old.astype(value.dtype)
-      continue
-    merged[path] = value
-    skipped.setdefault(reason, []).append(path)
-  loaded = len(flat_target) - sum(map(len, skipped.values()))
+  merged, skipped = transfer_variables(target, source_variables,
+                                       exclude=(HEAD,) if classes[0] != classes[1] else ())
+  if 'excluded' in skipped:
+    skipped = {f'new head ({classes[0]} -> {classes[1]} classes)': skipped.pop('excluded'),
+               **skipped}
+  total = len(traverse_util.flatten_dict(target))
+  loaded = total - sum(map(len, skipped.values()))
   if not loaded:
-    raise UserError(f'config.transfer.init_from={source!r}: no parameter matches this model '
-                    f'in path and shape; initialize from a run of the same architecture.')
-  report = f'Initialized {loaded} of {len(flat_target)} arrays from {source}'
+    raise UserError(f'config.transfer: no parameter of {source} matches this model in path and '
+                    f'shape; start from weights of the same architecture.')
+  report = f'Initialized {loaded} of {total} arrays from {source}'
   if skipped:
     report += '; not loaded: ' + '; '.join(f'{reason}: {", ".join(paths)}'
                                            for reason, paths in skipped.items())
-  merged = traverse_util.unflatten_dict(merged, sep='/')
+  # On the target's devices and shardings (the source may sit on one device only).
+  merged = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), merged, target)
   return state.replace(params=merged['params'],
                        batch_stats=merged.get('batch_stats', state.batch_stats)), report
+
+
+def load_pretrained(spec: str) -> dict[str, Any]:
+  """The variables of `config.transfer.pretrained='NAME:FILE'`: FILE's weights converted onto
+  zoo model NAME (`zoo.load_pretrained`; torchvision, timm, Keras or zoo files)."""
+  name, _, path = spec.partition(':')
+  if not name or not path:
+    raise UserError(f'config.transfer.pretrained={spec!r}: expected NAME:FILE, e.g. '
+                    f'resnet50:/path/resnet50.pth.')
+  try:
+    _, variables = zoo.load_pretrained(name, path)
+  except ValueError as e:  # ConversionError, or an unknown model name.
+    raise UserError(f'config.transfer.pretrained={spec!r}: {e}') from None
+  return variables
 
 
 def _num_classes(variables: dict[str, Any]) -> int | None:
