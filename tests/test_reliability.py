@@ -354,7 +354,7 @@ def test_the_folder_check_and_the_reader_agree_on_every_format(image_format, tmp
     path = tmp_path / f'{mode}.{image_format.lower()}'
     path.write_bytes(data)
     try:
-      size, gray = image_folder._inspect(str(path))  # pylint: disable=protected-access
+      size, gray = image_folder.inspect_image(str(path))
     except UserError:
       with pytest.raises(tf.errors.InvalidArgumentError):  # rejected only if unreadable
         image_folder.decode_image(tf.constant(data), 3)

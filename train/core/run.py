@@ -135,7 +135,7 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
       return metrics
     # The test split, once: the best checkpoint by the validation split.
     best_step = checkpointer.best_step()
-    best = parallelism.put_state(checkpointer.restore(abstract_state, step=best_step))
+    best = parallelism.put_state(checkpointer.restore(abstract_state, step=best_step).state)
     test_metrics, _ = evaluate_on(config.data.eval_split, best, final=True)
     writer.write_scalars(best_step, 'test', test_metrics)
     loop.say(f'Test on {test_metrics["count"]} {config.data.eval_split} examples with the best '
