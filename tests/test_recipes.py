@@ -18,7 +18,8 @@ RECIPES = sorted(path for path in glob.glob('configs/*.py')
                  and not path.endswith(('_base.py', 'common.py')))
 # The image shape of each dataset the recipes name (after the recipe's resizing, if any).
 SHAPES = {'sklearn_digits': (8, 8, 1), 'sklearn_photos': (64, 64, 3), 'mnist': (28, 28, 1),
-          'cifar10': (32, 32, 3), 'imagenet2012': (224, 224, 3)}
+          'cifar10': (32, 32, 3), 'imagenet2012': (224, 224, 3), 'digit_scenes': (64, 64, 3),
+          'oxford_iiit_pet': (128, 128, 3)}
 
 
 def _docstring(path: str) -> str:
@@ -42,6 +43,10 @@ def _models(task: str, config) -> list[tuple[object, tuple[int, ...]]]:
     return [(vae.build_model(config, shape), shape)]
   if task == 'pixelcnn':
     return [(pixelcnn.build_model(config, shape[-1]), shape)]
+  if task == 'segment':
+    model = build.create_model(config.model, 'config.model', num_classes=11,
+                               **config.model_kwargs.to_dict())
+    return [(model, shape)]
   if task == 'upsample':
     small = (shape[0] // config.scale, shape[1] // config.scale, shape[2])
     return [(upsample.build_model(config, name), small) for name in config.decoders]
@@ -58,8 +63,8 @@ def test_recipe_gives_a_command_and_an_expected_figure_and_builds_its_models(pat
   assert any(re.search(r'\d', part) for part in expected), (
       f'{path}: no paragraph of its docstring gives an expected or measured figure')
   config = config_lib.load_config(path)
-  task = next(task for task, recipe in commands
-              if recipe == path and task in ('classify', 'vae', 'gan', 'pixelcnn', 'upsample'))
+  tasks = ('classify', 'vae', 'gan', 'pixelcnn', 'upsample', 'segment')
+  task = next(task for task, recipe in commands if recipe == path and task in tasks)
   key = jax.random.key(0)
   rngs = {'params': key, 'sample': key, 'dropout': key}  # the VAE samples even in eval
   for model, shape in _models(task, config):

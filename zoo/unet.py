@@ -66,7 +66,7 @@ class UNet(nn.Module):
     for level in reversed(range(self.depth)):
       features = self.width * 2 ** level
       # A decoder without hidden stages is one x2 upsampling layer (with a bias, no activation).
-      x = upsample(features=(), out_channels=features, use_batchnorm=False, dtype=self.dtype,
+      x = upsample(features=(), out_channels=features, batch_norm=False, dtype=self.dtype,
                    param_dtype=self.param_dtype, name=f'up{level}')(x, train=train)
       x = block(jnp.concatenate([skips[level], x], axis=-1), features, f'up{level}')
     x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
