@@ -82,7 +82,9 @@ def _state(mesh, g_lr=2e-4, d_lr=2e-4, image_shape=(8, 8, 1)):
   config.discriminator.optim.learning_rate = d_lr
   task = gan.GanTask(config)
   task.build_networks(input_pipeline.DatasetInfo(10, image_shape, 0, 0, ()), Length(10, 10))
-  return task.generator, task.init(jax.random.key(0))
+  # Replicated on the mesh as `run` does it, so the step's output state matches its input.
+  init = jax.jit(task.init, out_shardings=parallel.replicated(mesh))
+  return task.generator, init(jax.random.key(0))
 
 
 def _real_batch(mesh, n=16, seed=0):
@@ -275,7 +277,7 @@ def test_a_short_run_writes_grids_scores_and_checkpoints_that_gan_eval_reproduce
 
 
 def test_gan_eval_without_a_run_is_a_user_error(classifier, tmp_path):
-  with pytest.raises(UserError, match='no checkpoint in .*: train first with python -m train.gan'):
+  with pytest.raises(UserError, match='no checkpoint in .*: train first'):
     gan_eval.evaluate_checkpoint(_config(classifier), str(tmp_path / 'empty'))
 
 
