@@ -8,7 +8,6 @@ cheap: the mapping does not depend on the sizes.
 """
 
 import math
-import os
 
 import jax
 import numpy as np
@@ -153,7 +152,6 @@ def test_convnext_tiny_from_timm():
 
 
 def test_convnext_tiny_from_keras():
-  os.environ.setdefault('KERAS_BACKEND', 'jax')
   from keras.src.applications.convnext import ConvNeXt
   # ConvNeXtTiny's layers and its input normalization, narrower, with 10 classes.
   ref = ConvNeXt(depths=list(CONVNEXT['stage_sizes']), projection_dims=list(CONVNEXT['widths']),
