@@ -31,7 +31,7 @@ def _config(data_dir, **fields):
   """The default data config on `data_dir`, read as one stream per process (shards=0), the
   layout the epoch and share assertions below are written for."""
   config = input_pipeline.default_config()
-  config.update(dict(data_dir=data_dir, shards=0, **fields))
+  config.update({'data_dir': data_dir, 'shards': 0, **fields})
   return config
 
 
