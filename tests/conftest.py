@@ -5,8 +5,11 @@
 import torchvision  # noqa: F401
 
 # isort: split
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from typing import Callable
 
 import jax
@@ -25,6 +28,14 @@ os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
 jax.config.update('jax_num_cpu_devices', 4)
 # The suite compiles many small programs and runs each only a few times.
 jax.config.update('jax_disable_most_optimizations', True)
+# Every tiny training run builds its steps afresh, so the suite compiles the same programs many
+# times over: one compilation cache for the session (its workers and the runs they start in
+# subprocesses, which inherit the variable) compiles each once. Made by the first process.
+if 'PYTEST_XDIST_WORKER' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='zoo-test-jax-cache-')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 
 
 @pytest.fixture(scope='session')
