@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from train import gan, pixelcnn, upsample, vae
 from train.core import build
 from train.core import config as config_lib
 
@@ -40,17 +39,17 @@ def _models(task: str, config) -> list[tuple[object, tuple[int, ...]]]:
     classes = 1000 if config.data.dataset == 'imagenet2012' else 10
     return [(build.classifier(config, classes), shape)]
   if task == 'vae':
-    return [(vae.build_model(config, shape), shape)]
+    return [(build.vae_model(config, shape), shape)]
   if task == 'pixelcnn':
-    return [(pixelcnn.build_model(config, shape[-1]), shape)]
+    return [(build.pixelcnn_model(config, shape[-1]), shape)]
   if task == 'segment':
     model = build.create_model(config.model, 'config.model', num_classes=11,
                                **config.model_kwargs.to_dict())
     return [(model, shape)]
   if task == 'upsample':
     small = (shape[0] // config.scale, shape[1] // config.scale, shape[2])
-    return [(upsample.build_model(config, name), small) for name in config.decoders]
-  generator, discriminator = gan.build_models(config, shape)
+    return [(build.super_resolution_model(config, name), small) for name in config.decoders]
+  generator, discriminator = build.gan_models(config, shape)
   return [(generator, (generator.latent_dim,)), (discriminator, shape)]
 
 
