@@ -86,8 +86,7 @@ def test_tiny_variant_is_a_short_run_of_small_models_that_compute(path):
   assert 0 < config.num_steps <= 4 and config.batch_size <= 32
   rngs = {'params': KEY, 'sample': KEY, 'dropout': KEY}
   for model, shape in _models(_task(path, _docstring(path)), config):
-    variables = jax.eval_shape(lambda: model.init(rngs, jnp.zeros((1, *shape)), train=False))
+    out, variables = jax.eval_shape(
+        lambda: model.init_with_output(rngs, jnp.zeros((2, *shape)), train=False))
     assert count_params(variables['params']) < 300_000, f'{path}:tiny is not tiny'
-    out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, *shape)), train=False,
-                                               rngs=rngs), variables)
     assert jax.tree.leaves(out)[0].shape[0] == 2
