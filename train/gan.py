@@ -41,7 +41,6 @@ class GanState:
     return self.generator.step
 
 
-
 def train_step(state: GanState, batch: Batch, rng: jax.Array, *, loss: str, latent_dim: int,
                ctx: StepContext = StepContext()) -> tuple[GanState, Metrics]:
   """One discriminator and one generator update on a batch of real images in [0, 1].
