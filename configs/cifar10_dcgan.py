@@ -22,10 +22,12 @@ Gulrajani et al. 2017, Table 3); FID about 30-37 depending on the protocol (numb
 reference split, Inception implementation). The real-vs-real floor is printed beside the FID.
 """
 
-from configs import gan_base
+from configs import common, gan_base
 
 
-def get_config():
+def get_config(variant: str = ''):
+  """`:tiny`: networks of width 4, 4 steps, 72 samples scored (for tests)."""
+  tiny = common.parse_variant('configs/cifar10_dcgan.py', variant, ('tiny',))
   config = gan_base.get_config()
   config.data.dataset = 'cifar10'
   config.data.image_size = ()  # the dataset's own 32x32
@@ -42,4 +44,6 @@ def get_config():
   config.eval.batch_size = 200
   config.eval.num_grid = 64
   config.eval.grid_scale = 2
+  if tiny:
+    gan_base.tiny(config)
   return config

@@ -8,10 +8,12 @@ from much larger models trained for far longer than this recipe. Needs the TFDS 
 and an accelerator: every evaluation draws 16 samples with 3,072 network evaluations.
 """
 
-from configs import pixelcnn_base
+from configs import common, pixelcnn_base
 
 
-def get_config():
+def get_config(variant: str = ''):
+  """`:tiny`: 12 features (a multiple of the 3 colours), 2 layers, 4 steps (for tests)."""
+  tiny = common.parse_variant('configs/cifar10_pixelcnn.py', variant, ('tiny',))
   config = pixelcnn_base.get_config()
   config.model = 'pixelcnn_gated'
   config.model_kwargs = {'features': 120, 'num_layers': 15}  # a multiple of the 3 colours
@@ -26,4 +28,6 @@ def get_config():
   config.optim.learning_rate = 1e-3
   config.log_every_steps = 200
   config.num_samples = 16
+  if tiny:
+    pixelcnn_base.tiny(config, features=12, num_layers=2)
   return config

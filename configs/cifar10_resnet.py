@@ -11,7 +11,7 @@ this was written on): test error 8.75 % for ResNet-20 (accuracy 0.9125) and 6.97
 (accuracy 0.9303); 8.82 % / 7.51 % / 6.43 % for ResNet-32 / 44 / 110.
 """
 
-from configs import classify_base
+from configs import classify_base, common
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -36,10 +36,14 @@ def cifar10_sgd_config():
 DEPTHS = ('20', '32', '44', '56', '110')
 
 
-def get_config(depth: str = '20'):
-  """`:DEPTH`: the ResNet of that depth (one of DEPTHS)."""
-  if depth not in DEPTHS:
-    raise ValueError(f'configs/cifar10_resnet.py:{depth}: use one of {", ".join(DEPTHS)}')
+def get_config(variant: str = '20'):
+  """`:DEPTH`: the ResNet of that depth (one of DEPTHS); `:tiny` (or `:DEPTH+tiny`): widths 4 to
+  16, 4 steps (for tests)."""
+  parts = common.parse_variant('configs/cifar10_resnet.py', variant, (*DEPTHS, 'tiny'))
+  depths = sorted(parts & set(DEPTHS)) or ['20']
+  if len(depths) > 1:
+    raise ValueError(f'configs/cifar10_resnet.py:{variant}: give one depth of {", ".join(DEPTHS)}')
+  depth = depths[0]
   config = cifar10_sgd_config()
   config.model = f'resnet{int(depth)}'
   config.num_epochs = 164.0
@@ -52,4 +56,7 @@ def get_config(depth: str = '20'):
   config.eval_every_epochs = 4.0
   config.checkpoint_every_epochs = 4.0
   config.log_every_steps = 100
+  if 'tiny' in parts:
+    common.tiny(config)
+    config.model_kwargs.widths = (4, 8, 16)
   return config

@@ -13,10 +13,12 @@ report 3.11 bits/dim for a deep ResNet VAE with IAF posteriors; a single Gaussia
 with a factorized decoder, as here, stays well above that.
 """
 
-from configs import vae_base
+from configs import common, vae_base
 
 
-def get_config():
+def get_config(variant: str = ''):
+  """`:tiny`: a tiny VAE, 4 steps (for tests)."""
+  tiny = common.parse_variant('configs/cifar10_vae.py', variant, ('tiny',))
   config = vae_base.get_config()
   config.data.dataset = 'cifar10'
   config.data.image_size = (32, 32)
@@ -32,4 +34,6 @@ def get_config():
   config.optim.learning_rate = 1e-3
   config.iwae_k = 1000
   config.iwae_chunk_size = 10
+  if tiny:
+    vae_base.tiny(config)
   return config

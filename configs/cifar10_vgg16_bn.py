@@ -9,10 +9,13 @@ VGG-16-BN with this schedule (not measured here: CIFAR-10 cannot be downloaded o
 this was written on).
 """
 
+from configs import common
 from configs.cifar10_resnet import cifar10_sgd_config
 
 
-def get_config():
+def get_config(variant: str = ''):
+  """`:tiny`: VGG-16-BN of widths 4 to 16, 4 steps (for tests)."""
+  tiny = common.parse_variant('configs/cifar10_vgg16_bn.py', variant, ('tiny',))
   config = cifar10_sgd_config()
   config.model = 'vgg16_bn'
   config.model_kwargs.pool_size = (1, 1)
@@ -24,4 +27,7 @@ def get_config():
   config.eval_every_epochs = 5.0
   config.checkpoint_every_epochs = 5.0
   config.log_every_steps = 100
+  if tiny:
+    common.tiny(config)
+    config.model_kwargs.update(dict(widths=(4, 8, 16, 16, 16), classifier_width=16))
   return config

@@ -38,8 +38,5 @@ def get_config(variant: str = ''):
   config.eval.grid_scale = 4
   config.eval_batch_size = 120
   if tiny:
-    common.tiny(config)
-    config.generator.kwargs.update(dict(width=4, latent_dim=8))
-    config.discriminator.kwargs.width = 4
-    config.eval.update(dict(num_samples=72, batch_size=32, num_splits=4, num_grid=16))
+    gan_base.tiny(config)
   return config

@@ -33,7 +33,5 @@ def get_config(variant: str = ''):
   config.optim.learning_rate = 2e-3
   config.log_every_steps = 50
   if tiny:
-    common.tiny(config)
-    config.model, config.model_kwargs = 'pixelcnn_gated_tiny', {}
-    config.num_samples, config.num_completions = 8, 4
+    pixelcnn_base.tiny(config)
   return config

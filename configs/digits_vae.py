@@ -45,7 +45,5 @@ def get_config(variant: str = ''):
     config.data.classes = tuple(range(9))
     config.anomaly.anomalous_classes = (9,)
   if 'tiny' in variants:
-    common.tiny(config)
-    config.model_kwargs.update(dict(latent_dim=3, features=(4, 8)))
-    config.iwae_k, config.iwae_chunk_size, config.anomaly.num_samples = 20, 10, 4
+    vae_base.tiny(config)
   return config

@@ -13,10 +13,12 @@ Expected: about 76 % top-1 (the figure such recipes report; not measured here). 
 more than 8 hosts set --config.data.shards to a multiple of the number of hosts.
 """
 
-from configs import classify_base
+from configs import classify_base, common
 
 
-def get_config():
+def get_config(variant: str = ''):
+  """`:tiny`: ResNet-50 of widths 4 to 32 (x4 at block outputs), 32x32 images, 4 steps (tests)."""
+  tiny = common.parse_variant('configs/imagenet_resnet50.py', variant, ('tiny',))
   config = classify_base.get_config()
   config.model = 'resnet50'
   config.model_kwargs.zero_init_residual = True
@@ -43,4 +45,8 @@ def get_config():
   config.eval_every_epochs = 1.0
   config.checkpoint_every_epochs = 1.0
   config.log_every_steps = 100
+  if tiny:
+    common.tiny(config)
+    config.data.image_size = (32, 32)
+    config.model_kwargs.widths = (4, 8, 16, 32)
   return config

@@ -6,10 +6,12 @@ Expected: about 99.2 % test accuracy, what this architecture is commonly reporte
 10 epochs (not measured here: MNIST cannot be downloaded on the machine this was written on).
 """
 
-from configs import classify_base
+from configs import classify_base, common
 
 
-def get_config():
+def get_config(variant: str = ''):
+  """`:tiny`: a tiny CNN, 4 steps (for tests)."""
+  tiny = common.parse_variant('configs/mnist_cnn.py', variant, ('tiny',))
   config = classify_base.get_config()
   config.model = 'cnn'
   config.data.dataset = 'mnist'
@@ -21,4 +23,7 @@ def get_config():
   config.num_epochs = 10.0
   config.optim.learning_rate = 1e-3
   config.log_every_steps = 100
+  if tiny:
+    common.tiny(config)
+    config.model_kwargs = {'features': (4, 8), 'hidden': 16}
   return config

@@ -13,10 +13,12 @@ for reference, Lucic et al. 2018 ("Are GANs Created Equal?") report FIDs of abou
 their best non-saturating GANs, with InceptionV3 features (--config.eval.feature_net=inception).
 """
 
-from configs import gan_base
+from configs import common, gan_base
 
 
-def get_config():
+def get_config(variant: str = ''):
+  """`:tiny`: networks of width 4, 4 steps, 72 samples scored (for tests)."""
+  tiny = common.parse_variant('configs/mnist_dcgan.py', variant, ('tiny',))
   config = gan_base.get_config()
   config.data.dataset = 'mnist'
   config.data.image_size = ()  # the dataset's own 28x28
@@ -31,4 +33,6 @@ def get_config():
   config.eval.batch_size = 500
   config.eval.num_grid = 100
   config.eval.grid_scale = 2
+  if tiny:
+    gan_base.tiny(config)
   return config

@@ -10,10 +10,12 @@ directly comparable. The run needs the TFDS `mnist` files (prepared or downloada
 for a reasonable time: every evaluation draws 64 samples with 784 network evaluations.
 """
 
-from configs import pixelcnn_base
+from configs import common, pixelcnn_base
 
 
-def get_config():
+def get_config(variant: str = ''):
+  """`:tiny`: the tiny gated PixelCNN, 4 steps, 8 samples (for tests)."""
+  tiny = common.parse_variant('configs/mnist_pixelcnn.py', variant, ('tiny',))
   config = pixelcnn_base.get_config()
   config.model = 'pixelcnn'  # 128 features, 7 residual blocks: the registry's MNIST PixelCNN
   config.data.dataset = 'mnist'
@@ -26,4 +28,6 @@ def get_config():
   config.checkpoint_every_epochs = 1.0
   config.optim.learning_rate = 1e-3
   config.log_every_steps = 200
+  if tiny:
+    pixelcnn_base.tiny(config)
   return config

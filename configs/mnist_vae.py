@@ -13,10 +13,12 @@ the same model trained as an IWAE (k = 50); with two stochastic layers, 85.33 an
 recipe trains a one-layer convolutional VAE on the ELBO, so compare its `iwae_nll` with 86.76.
 """
 
-from configs import vae_base
+from configs import common, vae_base
 
 
-def get_config():
+def get_config(variant: str = ''):
+  """`:tiny`: a tiny VAE, 4 steps (for tests)."""
+  tiny = common.parse_variant('configs/mnist_vae.py', variant, ('tiny',))
   config = vae_base.get_config()
   config.data.dataset = 'mnist'
   config.data.image_size = (28, 28)
@@ -31,4 +33,6 @@ def get_config():
   config.optim.learning_rate = 1e-3
   config.iwae_k = 1000
   config.iwae_chunk_size = 10  # 10 x 200 decoded 28x28 images at a time
+  if tiny:
+    vae_base.tiny(config)
   return config

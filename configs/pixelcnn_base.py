@@ -9,6 +9,18 @@ import ml_collections
 from configs import common
 
 
+def tiny(config: ml_collections.ConfigDict, **model_kwargs) -> ml_collections.ConfigDict:
+  """A recipe's `:tiny` variant: the tiny gated PixelCNN (or `model_kwargs` on the recipe's
+  model), 4 steps, 8 samples and 4 completions."""
+  common.tiny(config)
+  if model_kwargs:
+    config.model_kwargs = model_kwargs
+  else:
+    config.model, config.model_kwargs = 'pixelcnn_gated_tiny', {}
+  config.num_samples, config.num_completions = 8, 4
+  return config
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = common.run_fields(ml_collections.ConfigDict(), early_stopping_metric='nll',
                              early_stopping_mode='min')

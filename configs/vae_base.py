@@ -8,6 +8,14 @@ import ml_collections
 from configs import common
 
 
+def tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A recipe's `:tiny` variant: a 3-dimensional latent, 4 and 8 channels, 4 steps, k = 20."""
+  common.tiny(config)
+  config.model_kwargs.update(dict(latent_dim=3, features=(4, 8)))
+  config.iwae_k, config.iwae_chunk_size, config.anomaly.num_samples = 20, 10, 4
+  return config
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = common.run_fields(ml_collections.ConfigDict(), early_stopping_metric='neg_elbo',
                              early_stopping_mode='min')

@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 import zoo
 from configs import common, digits_cnn
 from train import classify
-from train.core import optim, parallel
+from train.core import losses, optim, parallel
 from train.core import run as run_lib
 from train.core.errors import UserError
 from train.core.state import create_train_state, init_on_mesh
@@ -82,7 +82,7 @@ def test_eval_counts_each_example_once_with_padding():
   np.testing.assert_array_equal(images, batch['image'][:5])
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
                           jnp.asarray(batch['image'][:5]), train=False)
-  expected_loss = float(classify.cross_entropy(logits, batch['label'][:5], 0.0).mean())
+  expected_loss = float(losses.cross_entropy(logits, batch['label'][:5], 0.0).mean())
   assert got['count'] == 5
   np.testing.assert_allclose(got['loss'], expected_loss, rtol=1e-5)
   np.testing.assert_allclose(

@@ -16,12 +16,12 @@ import tensorflow_datasets as tfds
 import zoo
 from configs import digits_dcgan
 from train import classify, gan, gan_eval
-from train.core import build, parallel
+from train.core import build, losses, parallel
 from train.core.config import apply_overrides, load_config
 from train.core.errors import UserError
 from train.core.task import Length
 from train.data import pipeline as input_pipeline
-from train.metrics import feature_nets, gan_metrics
+from train.metrics import feature_nets, gan_evaluation, gan_metrics
 
 CLASSIFIER_CONFIG = 'configs/digits_cnn.py'
 
@@ -98,14 +98,14 @@ def _real_batch(mesh, n=16, seed=0):
 
 def test_losses_at_an_undecided_discriminator_and_their_gradients():
   zero = jnp.zeros(4)
-  np.testing.assert_allclose(gan.discriminator_loss(zero, zero, 'non_saturating'), 2 * np.log(2),
+  np.testing.assert_allclose(losses.discriminator_loss(zero, zero, 'non_saturating'), 2 * np.log(2),
                              rtol=1e-6)
-  np.testing.assert_allclose(gan.generator_loss(zero, 'non_saturating'), np.log(2), rtol=1e-6)
-  np.testing.assert_allclose(gan.discriminator_loss(zero, zero, 'hinge'), 2.0)
-  np.testing.assert_allclose(gan.generator_loss(zero, 'hinge'), 0.0)
+  np.testing.assert_allclose(losses.generator_loss(zero, 'non_saturating'), np.log(2), rtol=1e-6)
+  np.testing.assert_allclose(losses.discriminator_loss(zero, zero, 'hinge'), 2.0)
+  np.testing.assert_allclose(losses.generator_loss(zero, 'hinge'), 0.0)
   # A confident discriminator (fake logit -10): the minimax loss saturates, the default does not.
   confident = jnp.full(4, -10.0)
-  slope = lambda kind: float(jax.grad(lambda x: gan.generator_loss(x, kind))(confident).sum())
+  slope = lambda kind: float(jax.grad(lambda x: losses.generator_loss(x, kind))(confident).sum())
   assert abs(slope('minimax')) < 1e-3 < 0.99 < abs(slope('non_saturating'))
   assert slope('non_saturating') < 0 and slope('minimax') < 0 and slope('hinge') < 0
 
@@ -149,14 +149,14 @@ def test_each_network_alone_lowers_its_own_loss(learner):
 def test_sampler_gives_fixed_images_of_the_data_shape_and_range(classifier):
   mesh = parallel.make_mesh()
   generator, state = _state(mesh)
-  sampler = gan.Sampler(_config(classifier, seed=3), mesh, generator.latent_dim)
+  sampler = gan_evaluation.Sampler(_config(classifier, seed=3), mesh, generator.latent_dim)
   grid = sampler.grid(state.generator)
   chex.assert_shape(grid, (16, 8, 8, 1))
   assert grid.min() >= 0 and grid.max() <= 1 and grid.std() > 0
   np.testing.assert_array_equal(grid, sampler.grid(state.generator))
   config = _config(classifier, seed=3)
   config.eval.grid_size = (16, 16)  # shown bilinearly upsampled: the same images, smoother
-  shown = gan.Sampler(config, mesh, generator.latent_dim).grid(state.generator)
+  shown = gan_evaluation.Sampler(config, mesh, generator.latent_dim).grid(state.generator)
   chex.assert_shape(shown, (16, 16, 16, 1))
   assert shown.min() >= 0 and shown.max() <= 1 and abs(shown.mean() - grid.mean()) < 0.02
   batches = list(sampler.batches(state.generator))
@@ -200,7 +200,7 @@ def test_a_missing_classifier_says_which_command_trains_it(tmp_path):
 def test_collapsed_samples_fire_the_mode_collapse_monitors(classifier):
   mesh = parallel.make_mesh()
   config = _config(classifier)
-  scorer = gan.make_scorer(config, mesh)
+  scorer = gan_evaluation.make_scorer(config, mesh)
   assert scorer.reference.count == 1437 and scorer.held_out.count == 360
   assert scorer.floor['fid'] > 0 and scorer.floor['feature_spread'] > 0.8
   # A "generator" that always draws the same real image, with a little noise.
@@ -301,14 +301,15 @@ def test_a_training_step_on_a_named_tfds_dataset_under_mock_data(tmp_path):
       state, parallel.shard_batch(batch, mesh), jax.random.key(0))
   assert int(state.step) == 1
   chex.assert_tree_all_finite(metrics)
-  images, _ = gan.sample(state.generator, jax.random.key(1), 4, batch_size=4, latent_dim=8)
+  images, _ = gan_evaluation.sample(state.generator, jax.random.key(1), 4, batch_size=4,
+                                    latent_dim=8)
   chex.assert_shape(images, (4, 28, 28, 1))
 
 
 def test_bad_configs_are_user_errors(classifier, tmp_path):
   config = _config(classifier)
   config.data.normalization = 'featurewise'
-  with pytest.raises(UserError, match="data.normalization='featurewise'.*set it to 'none'"):
+  with pytest.raises(UserError, match="data.normalization='featurewise'.*normalization=none"):
     gan.train_and_evaluate(config, str(tmp_path / 'a'))
   with pytest.raises(UserError, match="config.loss='wasserstein'"):
     gan.train_and_evaluate(_config(classifier, loss='wasserstein'), str(tmp_path / 'b'))

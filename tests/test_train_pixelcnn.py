@@ -15,10 +15,11 @@ from PIL import Image
 import zoo
 from configs import cifar10_pixelcnn, common, digits_pixelcnn, mnist_pixelcnn
 from train import pixelcnn as trainer
-from train.core import optim, parallel
+from train.core import build, optim, parallel
 from train.core.errors import UserError
 from train.core.state import create_train_state, init_on_mesh
 from train.data import pipeline as input_pipeline
+from train.metrics import likelihood
 from zoo import pixelcnn
 
 
@@ -56,10 +57,10 @@ def _records(workdir):
 
 def test_quantize_binarizes_at_the_threshold_and_keeps_8_bit_values():
   images = jnp.array([0.0, 0.3, 0.5, 0.51, 1.0])
-  np.testing.assert_array_equal(trainer.quantize(images, 2, 0.5), [0, 0, 0, 1, 1])
-  np.testing.assert_array_equal(trainer.quantize(images, 2, 0.25), [0, 1, 1, 1, 1])
+  np.testing.assert_array_equal(likelihood.quantize(images, 2, 0.5), [0, 0, 0, 1, 1])
+  np.testing.assert_array_equal(likelihood.quantize(images, 2, 0.25), [0, 1, 1, 1, 1])
   levels = jnp.arange(256)
-  np.testing.assert_array_equal(trainer.quantize(levels / 255, 256, 0.5), levels)
+  np.testing.assert_array_equal(likelihood.quantize(levels / 255, 256, 0.5), levels)
 
 
 def _hand_made_batch():
@@ -70,7 +71,7 @@ def _hand_made_batch():
 
 def test_independent_baseline_on_a_hand_made_example():
   mesh = parallel.make_mesh()
-  log_probs, n = trainer.fit_independent_baseline([_hand_made_batch()], mesh, num_levels=2,
+  log_probs, n = likelihood.fit_independent_baseline([_hand_made_batch()], mesh, num_levels=2,
                                                   threshold=0.5)
   assert n == 3
   chex.assert_shape(log_probs, (1, 2, 1, 2))
@@ -79,7 +80,7 @@ def test_independent_baseline_on_a_hand_made_example():
                              rtol=1e-6)
   test = jnp.array([[1, 1], [0, 0], [1, 0]]).reshape(3, 1, 2, 1)
   np.testing.assert_allclose(
-      trainer.independent_nll(log_probs, test),
+      likelihood.independent_nll(log_probs, test),
       [-np.log(0.6) - np.log(0.2), -np.log(0.4) - np.log(0.8), -np.log(0.6) - np.log(0.8)],
       rtol=1e-6)
 
@@ -92,7 +93,7 @@ def test_eval_step_sums_model_and_baseline_nll_over_real_images_only():
   log_probs = jnp.log(jnp.full((8, 8, 1, 2), 0.5))  # a fair coin: 64 ln 2 nats per image
   sums = jax.jit(functools.partial(trainer.eval_step, num_levels=2, threshold=0.5))(
       state, parallel.shard_batch(batch, mesh), log_probs)
-  x = trainer.quantize(jnp.asarray(batch['image'][:5]), 2, 0.5)
+  x = likelihood.quantize(jnp.asarray(batch['image'][:5]), 2, 0.5)
   logits = state.apply_fn({'params': state.params}, pixelcnn.to_input(x, 2), train=False)
   np.testing.assert_allclose(sums['nll'], -pixelcnn.log_likelihood(logits, x).sum(), rtol=1e-5)
   np.testing.assert_allclose(sums['baseline_nll'], 5 * 64 * np.log(2), rtol=1e-6)
@@ -175,7 +176,7 @@ def test_a_named_tfds_dataset_trains_under_mock_data_with_256_levels(tmp_path):
 def test_recipes_build_their_models(recipe, image_shape, output_shape):
   config = recipe.get_config()
   trainer.check_config(config)
-  model = trainer.build_model(config, image_shape[-1])
+  model = build.pixelcnn_model(config, image_shape[-1])
   x = jnp.zeros((1, *image_shape))
   logits = jax.eval_shape(lambda: model.apply(model.init(jax.random.key(0), x, train=False), x,
                                               train=False))

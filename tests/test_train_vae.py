@@ -18,12 +18,13 @@ from sklearn import metrics as sk_metrics
 from configs import common, digits_vae
 from train import anomaly
 from train import vae as vae_train
+from train.core import build, optim, parallel
 from train.core import config as config_lib
-from train.core import optim, parallel
 from train.core import run as run_lib
 from train.core.errors import UserError
 from train.core.state import create_train_state, init_on_mesh
 from train.data import pipeline as input_pipeline
+from train.metrics import vae_grids
 from zoo import vae
 
 TINY = dict(latent_dim=3, features=(4, 8))
@@ -134,20 +135,20 @@ def test_eval_counts_each_example_once_with_padding():
                              rtol=1e-6)
 
 
-def test_visualize_lays_out_the_grids():
+def test_grids_lay_out_the_pictures():
   model = vae.VAE(**TINY, image_shape=(8, 8, 1), likelihood='logistic', num_bins=17)
   x = jnp.asarray(_digits_like(n=5))
   params = model.init({'params': jax.random.key(0), 'sample': jax.random.key(0)}, x,
                       train=False)['params']
-  grids = jax.jit(functools.partial(vae_train.visualize, model=model, binarize='none'))(
+  grids = jax.jit(functools.partial(vae_train.grids, model=model, binarize='none'))(
       params, x, jax.random.key(1))
-  assert grids['samples'].shape == (vae_train.NUM_SAMPLES, 8, 8, 1)
+  assert grids['samples'].shape == (vae_grids.NUM_SAMPLES, 8, 8, 1)
   recon = grids['reconstructions']
   assert recon.shape == (10, 8, 8, 1)
   np.testing.assert_array_equal(recon[0::2], x)  # inputs, each beside its reconstruction
   np.testing.assert_allclose(recon[1::2], model.apply({'params': params}, x,
                                                       method='reconstruct'), rtol=1e-6)
-  rows = grids['interpolations'].reshape(2, vae_train.NUM_STEPS + 2, 8, 8, 1)
+  rows = grids['interpolations'].reshape(2, vae_grids.NUM_STEPS + 2, 8, 8, 1)
   np.testing.assert_array_equal(rows[:, 0], x[0:4:2])  # a, ..., b for pairs (0, 1), (2, 3)
   np.testing.assert_array_equal(rows[:, -1], x[1:4:2])
   # The interpolation starts and ends at the reconstructions of a and b.
@@ -232,7 +233,7 @@ def test_the_mnist_recipe_trains_under_mock_data(tmp_path):
 
 def test_the_cifar10_recipe_builds_its_model():
   config = config_lib.load_config('configs/cifar10_vae.py')
-  model = vae_train.build_model(config, (32, 32, 3))
+  model = build.vae_model(config, (32, 32, 3))
   x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
   outputs, mean, _ = jax.eval_shape(

@@ -16,15 +16,9 @@ from train.core import build, cli, trained, transfer
 from train.core import step as step_lib
 from train.core.errors import UserError
 from train.core.loop import say
-from train.core.run import run
+from train.core.losses import cross_entropy
 from train.core.state import TrainState, create_train_state
 from train.core.task import Batch, Length, Metrics, StepContext, Task, count_params
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
-  """Per-example cross entropy against one-hot labels smoothed by `label_smoothing`."""
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, label_smoothing: float,
@@ -120,11 +114,7 @@ class ClassifyTask(Task):
     return eval_step(state, batch)
 
 
-def train_and_evaluate(config, workdir: str, **kwargs) -> dict[str, float]:
-  """Trains and evaluates as `config` says; returns the final eval metrics (see `run`)."""
-  return run(ClassifyTask(config), config, workdir, **kwargs)
-
-
+train_and_evaluate = cli.trainer(ClassifyTask)
 main = functools.partial(cli.run, train_and_evaluate, description=__doc__)
 
 if __name__ == '__main__':

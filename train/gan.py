@@ -13,50 +13,21 @@ by FID; running the same command again resumes. `python -m train.gan_eval` score
 """
 
 import functools
-import os
-from typing import Any, Iterator
 
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 import optax
 
-from train.core import build, cli, loop, optim, parallel
+from train.core import build, cli, loop, optim, parallel, validate
 from train.core import step as step_lib
 from train.core.errors import UserError
+from train.core.losses import GAN_LOSSES, discriminator_loss, generator_loss
 from train.core.progress import format_metrics
-from train.core.run import Streams, run
 from train.core.state import TrainState, create_train_state
 from train.core.task import Batch, Metrics, StepContext, Task, count_params
-from train.data import pipeline as input_pipeline
-from train.metrics.feature_nets import make_feature_net, to_signed, to_unit
-from train.metrics.gan_metrics import FailureMonitor, Scorer
-
-LOSSES = ('non_saturating', 'hinge', 'minimax')
-
-
-def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array, kind: str) -> jax.Array:
-  """The discriminator's loss: real images should score high, generated ones low."""
-  if kind == 'hinge':
-    return jnp.mean(jax.nn.relu(1 - real_logits)) + jnp.mean(jax.nn.relu(1 + fake_logits))
-  # Binary cross-entropy: -log D(x) - log(1 - D(G(z))), with D = sigmoid(logit).
-  return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
-
-
-def generator_loss(fake_logits: jax.Array, kind: str) -> jax.Array:
-  """The generator's loss on the discriminator's logits for its images.
-
-  'non_saturating': -log D(G(z)) (Goodfellow et al. 2014, the practical choice: strong
-  gradients while the discriminator wins); 'minimax': log(1 - D(G(z))), whose gradients vanish
-  when the discriminator is confident; 'hinge': -D(G(z)) on the raw logit.
-  """
-  if kind == 'hinge':
-    return -jnp.mean(fake_logits)
-  if kind == 'minimax':
-    return -jnp.mean(jax.nn.softplus(fake_logits))
-  return jnp.mean(jax.nn.softplus(-fake_logits))
+from train.metrics.feature_nets import to_signed
+from train.metrics.gan_evaluation import GanEvaluator, summary_line
 
 
 @flax.struct.dataclass
@@ -68,11 +39,6 @@ class GanState:
   @property
   def step(self) -> jax.Array:
     return self.generator.step
-
-
-def _variables(state: TrainState, params=None) -> dict[str, Any]:
-  return {'params': state.params if params is None else params,
-          'batch_stats': state.batch_stats}
 
 
 def train_step(state: GanState, batch: Batch, rng: jax.Array, *, loss: str, latent_dim: int,
@@ -149,106 +115,6 @@ def eval_step(state: GanState, batch: Batch) -> Metrics:
           'd_real_accuracy_heldout': jnp.sum((logits > 0) * mask), 'count': jnp.sum(mask)}
 
 
-def sample(generator: TrainState, rng: jax.Array, count: jax.Array, *, batch_size: int,
-           latent_dim: int) -> tuple[jax.Array, jax.Array]:
-  """`batch_size` images in [-1, 1] from N(0, 1) noise (BatchNorm on its running averages),
-  and a mask that keeps the first `count` of them."""
-  z = jax.random.normal(rng, (batch_size, latent_dim))
-  images = generator.apply_fn(_variables(generator), z, train=False)
-  return images, jnp.arange(batch_size) < count
-
-
-def for_display(images: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-  """Images in [0, 1], resized bilinearly to `size` (height, width) unless it is ()."""
-  if not size:
-    return images
-  return np.asarray(jax.image.resize(images, (len(images), *size, images.shape[-1]), 'bilinear'))
-
-
-def real_grid(config: ml_collections.ConfigDict) -> np.ndarray:
-  """The first `eval.num_grid` real eval images, in [0, 1], shown as the samples are."""
-  batch = next(input_pipeline.make_eval_iterator(config.data,
-                                                 global_batch_size=config.eval.batch_size))
-  return for_display(batch['image'][batch['mask']][:config.eval.num_grid],
-                     tuple(config.eval.grid_size))
-
-
-class Sampler:
-  """Generated images for evaluations, from fixed noise so that evaluations compare."""
-
-  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-               latent_dim: int):
-    self.num_samples, self.batch_size = config.eval.num_samples, config.eval.batch_size
-    self._grid_size = tuple(config.eval.grid_size)
-    self._grid_key, self._score_key = jax.random.split(Streams.from_seed(config.seed).images)
-    self._grid = jax.jit(functools.partial(sample, batch_size=config.eval.num_grid,
-                                           latent_dim=latent_dim))
-    self._batch = jax.jit(functools.partial(sample, batch_size=self.batch_size,
-                                            latent_dim=latent_dim),
-                          out_shardings=parallel.batch_sharded(mesh))
-
-  def grid(self, generator: TrainState) -> np.ndarray:
-    """The grid's images, in [0, 1], from the same noise at every evaluation."""
-    images, _ = self._grid(generator, self._grid_key, 0)
-    return for_display(np.asarray(jax.device_get(to_unit(images))), self._grid_size)
-
-  def batches(self, generator: TrainState) -> Iterator[tuple[jax.Array, jax.Array]]:
-    """`num_samples` images in batches, as (images, mask); the last batch is padded."""
-    for i, start in enumerate(range(0, self.num_samples, self.batch_size)):
-      yield self._batch(generator, jax.random.fold_in(self._score_key, i),
-                        self.num_samples - start)
-
-
-def build_models(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
-                 bn_axis_name: str | None = None):
-  """The generator and discriminator `config` names, for square images of `image_shape`;
-  `bn_axis_name` (the pmap path) makes BatchNorm average its statistics over that axis."""
-  height, width, channels = image_shape
-  if height != width:
-    raise UserError(f'the GAN needs square images, got {height}x{width}: set '
-                    '--config.data.image_size')
-  common = dict(dtype=jnp.dtype(config.dtype), bn_axis_name=bn_axis_name)
-  generator = build.create_model(config.generator.model, 'config.generator',
-                                 image_size=height, channels=channels, **common,
-                                 **config.generator.kwargs.to_dict())
-  discriminator = build.create_model(config.discriminator.model, 'config.discriminator',
-                                     image_size=height, **common,
-                                     **config.discriminator.kwargs.to_dict())
-  return generator, discriminator
-
-
-def create_state(generator, discriminator, g_tx: optax.GradientTransformation,
-                 d_tx: optax.GradientTransformation, rng: jax.Array,
-                 image_shape: tuple[int, int, int]) -> GanState:
-  g_rng, d_rng = jax.random.split(rng)
-  return GanState(
-      generator=create_train_state(generator, g_tx, g_rng, (generator.latent_dim,)),
-      discriminator=create_train_state(discriminator, d_tx, d_rng, image_shape))
-
-
-def make_scorer(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Scorer:
-  """The feature network of `config.eval` and the real images' statistics."""
-  parallel.check_batch_size(config.eval.batch_size, 'eval.batch_size')
-  return Scorer(make_feature_net(config.eval, mesh), config.data, mesh=mesh,
-                batch_size=config.eval.batch_size, num_splits=config.eval.num_splits,
-                min_class_share=config.eval.min_class_share)
-
-
-def score(scorer: Scorer, sampler: Sampler, generator: TrainState) -> dict[str, float]:
-  """The generator's scores, then the real held-out images' (`*_real`, the floor)."""
-  scores = scorer.scores(scorer.summarize_generated(sampler.batches(generator)))
-  return scores | {f'{name}_real': value for name, value in scorer.floor.items()}
-
-
-def summary_line(metrics: dict[str, float]) -> str:
-  """The headline scores, generated beside real."""
-  return (f'FID {metrics["fid"]:.2f} (real held-out images: {metrics["fid_real"]:.2f}) | '
-          f'IS {metrics["inception_score"]:.2f} ± {metrics["inception_score_std"]:.2f} (real: '
-          f'{metrics["inception_score_real"]:.2f}) | classes covered '
-          f'{metrics["classes_covered"]:.0f} (real: {metrics["classes_covered_real"]:.0f}) | '
-          f'feature spread {metrics["feature_spread"]:.2f}')
-
-
 class GanTask(Task):
   """Two networks, two optimizers; the best checkpoint has the lowest FID."""
   name = 'gan'
@@ -256,32 +122,33 @@ class GanTask(Task):
   best_mode = 'min'
 
   def build_networks(self, info, length, ctx: StepContext = StepContext()) -> None:
-    """Models and optimizers alone (no scorer): what a training step needs."""
+    """Models and optimizers alone (no evaluator): what a training step needs."""
     super().build(info, length, ctx)
     config = self.config
-    if config.loss not in LOSSES:
-      raise UserError(f'config.loss={config.loss!r}: use one of {LOSSES}')
-    if config.data.normalization != 'none':
-      raise UserError(f'config.data.normalization={config.data.normalization!r}: the GAN maps '
-                      "[0, 1] images to [-1, 1] itself; set it to 'none'")
-    self.generator, self.discriminator = build_models(config, info.image_shape, ctx.axis_name)
+    if config.loss not in GAN_LOSSES:
+      raise UserError(f'config.loss={config.loss!r}: use one of {GAN_LOSSES}')
+    validate.require_unit_images(config, 'the GAN maps [0, 1] images to [-1, 1] itself')
+    self.generator, self.discriminator = build.gan_models(config, info.image_shape,
+                                                          ctx.axis_name)
     self.g_tx, self.d_tx = (optim.make_optimizer(config[name].optim, length.total_steps,
                                                  length.steps_per_epoch)
                             for name in ('generator', 'discriminator'))
 
   def build(self, info, length, ctx) -> None:
     self.build_networks(info, length, ctx)
-    config, mesh = self.config, parallel.make_mesh()
-    self.scorer = make_scorer(config, mesh)
-    self.sampler = Sampler(config, mesh, self.generator.latent_dim)
-    loop.say('Scores: ' + self.scorer.protocol(self.sampler.num_samples, info.image_shape))
-    loop.say('Real held-out images: ' + format_metrics(self.scorer.floor))
-    self.monitor = FailureMonitor(config.monitor, self.scorer.floor)
+    self.evaluator = GanEvaluator(self.config, parallel.make_mesh(), self.generator.latent_dim,
+                                  info.image_shape)
+    loop.say('Scores: ' + self.evaluator.protocol)
+    loop.say('Real held-out images: ' + format_metrics(self.evaluator.scorer.floor))
 
   def init(self, rng: jax.Array) -> GanState:
+    g_rng, d_rng = jax.random.split(rng)
     try:
-      return create_state(self.generator, self.discriminator, self.g_tx, self.d_tx, rng,
-                          self.info.image_shape)
+      return GanState(
+          generator=create_train_state(self.generator, self.g_tx, g_rng,
+                                       (self.generator.latent_dim,)),
+          discriminator=create_train_state(self.discriminator, self.d_tx, d_rng,
+                                           self.info.image_shape))
     except ValueError as e:  # e.g. an image size the architecture cannot reach
       raise UserError(f'config.data.image_size={tuple(self.config.data.image_size)}: {e}'
                       ) from None
@@ -297,34 +164,20 @@ class GanTask(Task):
                       latent_dim=self.generator.latent_dim, ctx=self.ctx)
 
   def after_log(self, step: int, means: dict[str, float]) -> None:
-    self.monitor.observe(means)
+    self.evaluator.monitor.observe(means)
 
   def eval_step(self, state, batch, rng, *, final=False):
     del rng, final  # deterministic
     return eval_step(state, batch)
 
   def after_eval(self, state, step, images, rng, writer) -> dict[str, float]:
-    config = self.config
-    if not os.path.exists(os.path.join(writer.workdir, 'images', 'real_0000000.png')):
-      # The real images, shown as the samples are, to compare with.
-      writer.write_images(0, 'real', real_grid(config), scale=config.eval.grid_scale)
-    writer.write_images(step, 'samples', self.sampler.grid(state.generator),
-                        scale=config.eval.grid_scale)
-    metrics = score(self.scorer, self.sampler, state.generator)
-    values, warnings = self.monitor.check(metrics)
-    for warning in warnings:
-      loop.say(f'WARNING at step {step}: {warning}')
-    return metrics | values
+    return self.evaluator(state.generator, step, writer)
 
   def final_report(self, metrics) -> str:
     return summary_line(metrics)
 
 
-def train_and_evaluate(config, workdir: str, **kwargs) -> dict[str, float]:
-  """Trains and evaluates as `config` says; returns the final eval metrics (see `run`)."""
-  return run(GanTask(config), config, workdir, **kwargs)
-
-
+train_and_evaluate = cli.trainer(GanTask)
 main = functools.partial(cli.run, train_and_evaluate, description=__doc__)
 
 if __name__ == '__main__':

@@ -21,6 +21,7 @@ from train.core import cli, loop
 from train.core import images as image_lib
 from train.core.errors import UserError
 from train.core.restore import restore_state
+from train.metrics.gan_evaluation import summary_line
 
 
 def _which(config: ml_collections.ConfigDict, workdir: str) -> str | int:
@@ -42,17 +43,17 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   which = 'latest' if not os.path.isdir(os.path.join(workdir, 'checkpoints')) else _which(
       config, workdir)
   state, step = restore_state(task, workdir, which=which)
-  scorer, sampler = task.scorer, task.sampler
-  protocol = scorer.protocol(sampler.num_samples, task.info.image_shape)
-  metrics = gan.score(scorer, sampler, state.generator)
-  loop.say(f'Checkpoint at step {step} of {workdir}: {gan.summary_line(metrics)}')
+  evaluator = task.evaluator
+  protocol = evaluator.protocol
+  metrics = evaluator.score(state.generator)
+  loop.say(f'Checkpoint at step {step} of {workdir}: {summary_line(metrics)}')
   loop.say(f'Protocol: {protocol}')
   if jax.process_index() == 0:
     with open(os.path.join(workdir, f'gan_eval_{step}.json'), 'w', encoding='utf-8') as f:
       json.dump({'step': step, 'protocol': protocol, **metrics}, f, indent=1)
     path = os.path.join(workdir, 'images', f'gan_eval_{step}.png')
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    image_lib.save_png(image_lib.make_grid(sampler.grid(state.generator),
+    image_lib.save_png(image_lib.make_grid(evaluator.sampler.grid(state.generator),
                                            scale=config.eval.grid_scale), path)
   return {'step': step, 'protocol': protocol, **metrics}
 

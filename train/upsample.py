@@ -24,7 +24,6 @@ again resumes.
 """
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -32,10 +31,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from train.core import build, cli
+from train.core import build, cli, validate
+from train.core import images as image_lib
 from train.core import step as step_lib
 from train.core.errors import UserError
-from train.core.run import run
 from train.core.state import TrainState, create_train_state
 from train.core.task import Batch, Metrics, StepContext, Task, count_params
 from train.data import photos as sr_data
@@ -81,61 +80,18 @@ def train_step(states: States, batch: Batch, rng: jax.Array, *, scale: int,
   return new_states, metrics
 
 
-def eval_step(states: States, batch: dict[str, jax.Array], *, scale: int
-              ) -> dict[str, jax.Array]:
-  """Sums over the real (mask=1) examples of squared errors, PSNRs and lattice energies."""
-  targets = batch['image']
-  pictures = predict(states, targets, scale=scale)
-  mask = batch['mask'].astype(jnp.float32)
-  per_image = {}
-  for name, images in pictures.items():
-    if name == 'input':
-      continue
-    per_image[f'lattice_energy_{name}'], per_image[f'energy_{name}'] = (
-        image_metrics.lattice_energy(images, period=scale))
-    if name != 'target':
-      per_image[f'squared_error_{name}'] = image_metrics.squared_error(images, targets,
-                                                                       shave=scale)
-      per_image[f'psnr_{name}'] = image_metrics.psnr(images, targets, shave=scale)
-      per_image[f'error_lattice_energy_{name}'] = image_metrics.lattice_energy(
-          images - targets, period=scale)[0]
-  return {k: jnp.sum(v * mask) for k, v in per_image.items()} | {'count': jnp.sum(mask)}
+def eval_step(states: States, batch: Batch, *, scale: int) -> Metrics:
+  """`image_metrics.comparison_sums` of the batch's pictures (see the module docstring)."""
+  pictures = predict(states, batch['image'], scale=scale)
+  return image_metrics.comparison_sums(pictures, batch['mask'], scale=scale)
 
 
-def summarize(totals: dict[str, float], image_shape: tuple[int, ...],
-              scale: int) -> dict[str, float]:
-  """The eval metrics from `eval_step`'s sums over the split (see the module docstring)."""
-  count = totals['count']
-  height, width, channels = image_shape
-  values = count * (height - 2 * scale) * (width - 2 * scale) * channels
-  decibels = lambda ratio: float(10 * math.log10(max(ratio, 1e-20)))
-  metrics = {}
-  for name in (n[len('energy_'):] for n in totals if n.startswith('energy_')):
-    metrics[f'checkerboard_db_{name}'] = decibels(
-        totals[f'lattice_energy_{name}'] / max(totals[f'energy_{name}'], 1e-20))
-    if name == 'target':
-      continue
-    metrics[f'psnr_{name}'] = decibels(values / max(totals[f'squared_error_{name}'], 1e-20))
-    metrics[f'mean_psnr_{name}'] = float(totals[f'psnr_{name}'] / count)
-    metrics[f'lattice_error_db_{name}'] = decibels(
-        totals[f'error_lattice_energy_{name}'] / max(totals['lattice_energy_target'], 1e-20))
-  return metrics | {'count': int(count)}
-
-
-def build_model(config: ml_collections.ConfigDict, decoder: str):
-  """The super-resolution network with `decoder`, as `config.model_kwargs` says."""
-  return build.create_model(f'sr_{decoder}', f'config.model_kwargs / config.scale={config.scale}',
-                            scale=config.scale, dtype=jnp.dtype(config.dtype),
-                            **config.model_kwargs.to_dict())
-
-
-def _check(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> None:
+def check_config(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> None:
+  """Raises UserError for fields this trainer cannot use, naming the fix."""
   unknown = [d for d in config.decoders if d not in DECODERS]
   if unknown or not config.decoders:
     raise UserError(f'config.decoders={tuple(config.decoders)!r}: give one or more of {DECODERS}')
-  if config.data.normalization != 'none':
-    raise UserError(f"config.data.normalization={config.data.normalization!r}: super-resolution "
-                    "works on images in [0, 1]; set it to 'none'")
+  validate.require_unit_images(config, 'super-resolution works on images in [0, 1]')
   scale = config.scale
   if not (scale >= 2 and scale & (scale - 1) == 0) or image_shape[0] % scale or (
       image_shape[1] % scale):
@@ -156,8 +112,9 @@ class UpsampleTask(Task):
   def build(self, info, length, ctx) -> None:
     super().build(info, length, ctx)
     config = self.config
-    _check(config, info.image_shape)
-    self.models = {name: build_model(config, name) for name in config.decoders}
+    check_config(config, info.image_shape)
+    self.models = {name: build.super_resolution_model(config, name)
+                   for name in config.decoders}
     self.tx, self.schedule = build.optimizer(config.optim, length)
     self.show_fn = jax.jit(functools.partial(predict, scale=config.scale))
 
@@ -180,7 +137,7 @@ class UpsampleTask(Task):
     return eval_step(states, batch, scale=self.config.scale)
 
   def summarize(self, totals) -> dict[str, float]:
-    return summarize(totals, self.info.image_shape, self.config.scale)
+    return image_metrics.comparison_metrics(totals, self.info.image_shape, self.config.scale)
 
   def after_eval(self, states, step, images, rng, writer) -> dict[str, float]:
     pictures = self.show_fn(states, jnp.asarray(images[:self.config.num_shown]))
@@ -188,15 +145,12 @@ class UpsampleTask(Task):
     columns = ('input', 'bicubic', *self.config.decoders, 'target')
     grid = np.stack([np.asarray(pictures[name]) for name in columns], axis=1)
     writer.write_images(step, 'comparison', grid.reshape(-1, *grid.shape[2:]),
-                        scale=max(1, 128 // self.info.image_shape[0]), columns=len(columns))
+                        scale=image_lib.legible_scale(self.info.image_shape, 128),
+                        columns=len(columns))
     return {}
 
 
-def train_and_evaluate(config, workdir: str, **kwargs) -> dict[str, float]:
-  """Trains and evaluates as `config` says; returns the final eval metrics (see `run`)."""
-  return run(UpsampleTask(config), config, workdir, **kwargs)
-
-
+train_and_evaluate = cli.trainer(UpsampleTask)
 main = functools.partial(cli.run, train_and_evaluate, description=__doc__)
 
 if __name__ == '__main__':

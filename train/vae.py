@@ -14,28 +14,22 @@ trained model: `python -m train.anomaly` (same flags).
 """
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 import optax
 
-from train.core import build, cli
+from train.core import build, cli, validate
 from train.core import step as step_lib
 from train.core.errors import UserError
-from train.core.run import run
 from train.core.state import TrainState, create_train_state
 from train.core.task import Batch, Metrics, StepContext, Task, count_params
-from train.core.writer import MetricWriter
+from train.metrics import vae_grids
+from train.metrics.likelihood import bits_per_dim
 from zoo import vae
 
 # The `config.binarize` values each likelihood accepts.
 BINARIZE = {'bernoulli': ('dynamic', 'threshold'), 'logistic': ('none',)}
-# The grids: prior samples, test images reconstructed (and paired for interpolations), and
-# interpolation steps between a and b.
-NUM_SAMPLES, NUM_SHOWN, NUM_STEPS = 64, 32, 8
 
 
 def prepare_images(images: jax.Array, rng: jax.Array, *, model: vae.VAE,
@@ -59,12 +53,6 @@ def negative_elbo(params, x: jax.Array, rng: jax.Array, *, model: vae.VAE,
                   num_bins=model.num_bins, beta=beta)
 
 
-def per_example(fn, keys: jax.Array, x: jax.Array):
-  """`fn(x_i[None], key_i)` for every example i, stacked: each example draws from its own key
-  (`step.example_keys`), so the draws do not depend on how the batch is split over devices."""
-  return jax.vmap(lambda xi, key: jax.tree.map(lambda y: y[0], fn(xi[None], key)))(x, keys)
-
-
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: vae.VAE, beta: float,
                binarize: str, ctx: StepContext = StepContext()) -> tuple[TrainState, Metrics]:
   """One optimizer step on the batch's mean loss; each image draws its binarization and its
@@ -73,11 +61,11 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: vae.VA
     images = micro_batch['image']
     data_keys, sample_keys = (step_lib.example_keys(key, len(images), ctx)
                               for key in jax.random.split(rng))
-    x = per_example(functools.partial(prepare_images, model=model, binarize=binarize),
-                    data_keys, images)
+    x = step_lib.per_example(functools.partial(prepare_images, model=model, binarize=binarize),
+                             data_keys, images)
 
     def loss_fn(params):
-      loss, reconstruction, kl = per_example(
+      loss, reconstruction, kl = step_lib.per_example(
           functools.partial(negative_elbo, params, model=model, beta=beta), sample_keys, x)
       return loss.mean(), (reconstruction.mean(), kl.mean())
 
@@ -106,48 +94,12 @@ def eval_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: vae.VAE
   return {name: jnp.sum(value * mask) for name, value in sums.items()} | {'count': jnp.sum(mask)}
 
 
-def visualize(params, images: jax.Array, rng: jax.Array, *, model: vae.VAE,
-              binarize: str) -> dict[str, jax.Array]:
-  """The grids' images in [0, 1]: 'samples' from the prior, 'reconstructions' (input,
-  reconstruction, ... pairs), 'interpolations' (rows of a, NUM_STEPS decodings, b)."""
+def grids(params, images: jax.Array, rng: jax.Array, *, model: vae.VAE,
+          binarize: str) -> dict[str, jax.Array]:
+  """`vae_grids.visualize` of test images prepared as the likelihood scores them."""
   data_rng, sample_rng = jax.random.split(rng)
   x = prepare_images(images, data_rng, model=model, binarize=binarize)
-  apply = functools.partial(model.apply, {'params': params})
-  samples = apply(NUM_SAMPLES, method='sample', rngs={'sample': sample_rng})
-  reconstructions = apply(x, method='reconstruct')
-  pairs = x[:len(x) // 2 * 2]
-  mean, _ = apply(pairs, method='encode')  # z of a and b: the posterior means
-  t = jnp.linspace(0.0, 1.0, NUM_STEPS)[None, :, None]
-  z = (1 - t) * mean[0::2, None] + t * mean[1::2, None]  # (pairs, NUM_STEPS, latent_dim)
-  decoded = vae.mean_image(apply(z.reshape(-1, z.shape[-1]), method='decode'), model.likelihood)
-  rows = jnp.concatenate([pairs[0::2, None], decoded.reshape(*z.shape[:2], *x.shape[1:]),
-                          pairs[1::2, None]], axis=1)
-  flat = lambda a: a.reshape(-1, *x.shape[1:])
-  return {'samples': samples,
-          'reconstructions': flat(jnp.stack([x, reconstructions], axis=1)),
-          'interpolations': flat(rows)}
-
-
-def build_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> vae.VAE:
-  """The VAE of `config.model_kwargs` for images of `image_shape`; checks `config.binarize`."""
-  kwargs = config.model_kwargs.to_dict()
-  kwargs['features'] = tuple(kwargs['features'])  # hashable: the model is a static argument
-  model = build.create_model('vae', 'config.model_kwargs', image_shape=tuple(image_shape),
-                             dtype=jnp.dtype(config.dtype), **kwargs)
-  if model.likelihood not in BINARIZE:
-    raise UserError(f'config.model_kwargs.likelihood={model.likelihood!r}: use one of '
-                    f'{sorted(BINARIZE)}')
-  if config.binarize not in BINARIZE[model.likelihood]:
-    raise UserError(f'config.binarize={config.binarize!r} with likelihood '
-                    f'{model.likelihood!r}: use one of {BINARIZE[model.likelihood]}')
-  factor = 2 ** len(model.features)
-  if image_shape[0] % factor or image_shape[1] % factor:
-    raise UserError(f'images of {image_shape[:2]} (config.data.image_size) must be divisible by '
-                    f'2**len(config.model_kwargs.features) = {factor}')
-  if config.data.normalization != 'none':
-    raise UserError(f"config.data.normalization={config.data.normalization!r}: the VAE's "
-                    "likelihoods need images in [0, 1]; set it to 'none'")
-  return model
+  return vae_grids.visualize(params, x, sample_rng, model=model)
 
 
 class VaeTask(Task):
@@ -158,10 +110,18 @@ class VaeTask(Task):
 
   def build(self, info, length, ctx) -> None:
     super().build(info, length, ctx)
-    self.model = build_model(self.config, info.image_shape)
-    self.tx, self.schedule = build.optimizer(self.config.optim, length)
-    self.show_fn = jax.jit(functools.partial(visualize, model=self.model,
-                                             binarize=self.config.binarize))
+    config = self.config
+    self.model = build.vae_model(config, info.image_shape)
+    likelihood = self.model.likelihood
+    if likelihood not in BINARIZE:
+      raise UserError(f'config.model_kwargs.likelihood={likelihood!r}: use one of '
+                      f'{sorted(BINARIZE)}')
+    if config.binarize not in BINARIZE[likelihood]:
+      raise UserError(f'config.binarize={config.binarize!r} with likelihood {likelihood!r}: '
+                      f'use one of {BINARIZE[likelihood]}')
+    validate.require_unit_images(config, "the VAE's likelihoods need images in [0, 1]")
+    self.tx, self.schedule = build.optimizer(config.optim, length)
+    self.grids_fn = jax.jit(functools.partial(grids, model=self.model, binarize=config.binarize))
 
   def init(self, rng: jax.Array) -> TrainState:
     return create_train_state(self.model, self.tx, rng, self.model.image_shape)
@@ -180,28 +140,20 @@ class VaeTask(Task):
 
   def summarize(self, totals) -> dict[str, float]:
     metrics = super().summarize(totals)
-    nats_to_bits_per_dim = 1 / (math.prod(self.info.image_shape) * math.log(2))
-    metrics['bits_per_dim'] = metrics['neg_elbo'] * nats_to_bits_per_dim
+    shape = self.info.image_shape
+    metrics['bits_per_dim'] = bits_per_dim(metrics['neg_elbo'], shape)
     if 'iwae_nll' in metrics:
-      metrics['iwae_bits_per_dim'] = metrics['iwae_nll'] * nats_to_bits_per_dim
+      metrics['iwae_bits_per_dim'] = bits_per_dim(metrics['iwae_nll'], shape)
       metrics['iwae_k'] = float(self.config.iwae_k)
     return metrics
 
-  def after_eval(self, state, step: int, images: np.ndarray, rng: jax.Array,
-                 writer: MetricWriter) -> dict[str, float]:
-    grids = self.show_fn(state.params, jnp.asarray(images[:NUM_SHOWN]), rng)
-    scale = max(1, 64 // self.info.image_shape[0])  # small images, such as 8x8 digits, enlarged
-    for name, columns in (('samples', 8), ('reconstructions', 8),
-                          ('interpolations', NUM_STEPS + 2)):
-      writer.write_images(step, name, np.asarray(grids[name]), scale=scale, columns=columns)
+  def after_eval(self, state, step, images, rng, writer) -> dict[str, float]:
+    shown = jnp.asarray(images[:vae_grids.NUM_SHOWN])
+    vae_grids.write_grids(writer, step, self.grids_fn(state.params, shown, rng))
     return {}
 
 
-def train_and_evaluate(config, workdir: str, **kwargs) -> dict[str, float]:
-  """Trains and evaluates as `config` says; returns the final eval metrics (see `run`)."""
-  return run(VaeTask(config), config, workdir, **kwargs)
-
-
+train_and_evaluate = cli.trainer(VaeTask)
 main = functools.partial(cli.run, train_and_evaluate, description=__doc__)
 
 if __name__ == '__main__':

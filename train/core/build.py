@@ -11,6 +11,7 @@ import zoo
 from train.core import optim
 from train.core.errors import UserError
 from train.core.task import Length
+from zoo import pixelcnn, vae
 from zoo.transfer import HEAD, freeze_labels
 
 
@@ -31,6 +32,55 @@ def classifier(config: ml_collections.ConfigDict, num_classes: int,
   model = create_model(config.model, f'config.model={config.model!r}', num_classes=num_classes,
                        dtype=jnp.dtype(config.dtype), **config.model_kwargs.to_dict())
   return model.clone(bn_axis_name=bn_axis_name) if hasattr(model, 'bn_axis_name') else model
+
+
+def vae_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> vae.VAE:
+  """The VAE of `config.model_kwargs` for images of `image_shape`, which its strided
+  convolutions must divide."""
+  kwargs = config.model_kwargs.to_dict()
+  kwargs['features'] = tuple(kwargs['features'])  # hashable: the model is a static argument
+  model = create_model('vae', 'config.model_kwargs', image_shape=tuple(image_shape),
+                       dtype=jnp.dtype(config.dtype), **kwargs)
+  factor = 2 ** len(model.features)
+  if image_shape[0] % factor or image_shape[1] % factor:
+    raise UserError(f'images of {image_shape[:2]} (config.data.image_size) must be divisible by '
+                    f'2**len(config.model_kwargs.features) = {factor}')
+  return model
+
+
+def pixelcnn_model(config: ml_collections.ConfigDict, num_channels: int) -> pixelcnn.PixelCNN:
+  """The PixelCNN `config.model` names, for images of `num_channels` and `config.num_levels`."""
+  model = create_model(config.model, f'config.model={config.model!r}',
+                       num_channels=num_channels, num_levels=config.num_levels,
+                       dtype=jnp.dtype(config.dtype), **config.model_kwargs.to_dict())
+  if not isinstance(model, pixelcnn.PixelCNN):
+    raise UserError(f'config.model={config.model!r} is not a PixelCNN; use one of '
+                    f'{zoo.list_models("pixelcnn*")}')
+  return model
+
+
+def super_resolution_model(config: ml_collections.ConfigDict, decoder: str) -> nn.Module:
+  """The super-resolution network with `decoder`, as `config.model_kwargs` says."""
+  return create_model(f'sr_{decoder}', f'config.model_kwargs / config.scale={config.scale}',
+                      scale=config.scale, dtype=jnp.dtype(config.dtype),
+                      **config.model_kwargs.to_dict())
+
+
+def gan_models(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
+               bn_axis_name: str | None = None) -> tuple[nn.Module, nn.Module]:
+  """The generator and discriminator `config` names, for square images of `image_shape`;
+  `bn_axis_name` (the pmap path) makes BatchNorm average its statistics over that axis."""
+  height, width, channels = image_shape
+  if height != width:
+    raise UserError(f'the GAN needs square images, got {height}x{width}: set '
+                    '--config.data.image_size')
+  common = dict(dtype=jnp.dtype(config.dtype), bn_axis_name=bn_axis_name)
+  generator = create_model(config.generator.model, 'config.generator', image_size=height,
+                           channels=channels, **common, **config.generator.kwargs.to_dict())
+  discriminator = create_model(config.discriminator.model, 'config.discriminator',
+                               image_size=height, **common,
+                               **config.discriminator.kwargs.to_dict())
+  return generator, discriminator
 
 
 def optimizer(optim_config: ml_collections.ConfigDict, length: Length, *,

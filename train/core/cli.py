@@ -18,6 +18,8 @@ from train.core import distributed
 from train.core.config import apply_overrides, load_config, split_overrides
 from train.core.errors import UserError
 from train.core.interrupt import Interrupted
+from train.core.run import run as run_task
+from train.core.task import Task
 
 EXIT_USER_ERROR = 2
 # A full disk, a read-only file system, missing permissions: a person fixes these, not the code.
@@ -49,6 +51,15 @@ def run(main: Callable[[ml_collections.ConfigDict, str], object], description: s
     distributed.initialize(args)
     main(config, args.workdir)
   exit_on_user_error(start, 'resume from the latest checkpoint')
+
+
+def trainer(task_class: type[Task]) -> Callable[..., dict[str, float]]:
+  """`train_and_evaluate(config, workdir, **run_kwargs)`: trains a `task_class(config)` through
+  `train.core.run.run` and returns the final eval metrics."""
+  def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                         **kwargs) -> dict[str, float]:
+    return run_task(task_class(config), config, workdir, **kwargs)
+  return train_and_evaluate
 
 
 def exit_on_user_error(start: Callable[[], object], resumes: str) -> None:

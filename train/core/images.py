@@ -28,3 +28,9 @@ def make_grid(images: np.ndarray, *, columns: int | None = None, padding: int = 
 
 def save_png(grid: np.ndarray, path: str) -> None:
   Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+
+
+def legible_scale(image_shape: tuple[int, ...], size: int = 64) -> int:
+  """The nearest-neighbour enlargement that shows images of `image_shape` (H, W, ...) about
+  `size` pixels across in a grid, so small ones such as 8x8 digits stay legible."""
+  return max(1, size // max(image_shape[:2]))

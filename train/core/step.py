@@ -68,3 +68,9 @@ def example_keys(rng: jax.Array, batch_size: int, ctx: StepContext) -> jax.Array
   keys = jax.random.split(rng, batch_size * devices)
   return jax.lax.dynamic_slice_in_dim(keys, jax.lax.axis_index(ctx.axis_name) * batch_size,
                                       batch_size)
+
+
+def per_example(fn: Callable, keys: jax.Array, x: jax.Array) -> Any:
+  """`fn(x_i[None], key_i)` for every example i, stacked: each example draws from its own key
+  (`example_keys`), so the draws do not depend on how the batch is split over devices."""
+  return jax.vmap(lambda xi, key: jax.tree.map(lambda y: y[0], fn(xi[None], key)))(x, keys)

@@ -50,6 +50,14 @@ def check_config(config: ml_collections.ConfigDict,
     _check_data(config.data)
 
 
+def require_unit_images(config: ml_collections.ConfigDict, why: str) -> None:
+  """UserError unless `config.data.normalization` is 'none', the images left in [0, 1]; `why`
+  says what needs them so."""
+  if config.data.normalization != 'none':
+    raise UserError(f'config.data.normalization={config.data.normalization!r}: {why}; set '
+                    '--config.data.normalization=none')
+
+
 def _check_early_stopping(stopping: ml_collections.ConfigDict, eval_metrics: Iterable[str]):
   _require('early_stopping.patience', stopping.patience,
            _is_int(stopping.patience) and stopping.patience >= 0,

@@ -1,8 +1,11 @@
-"""Image quality measures for upsampling: PSNR and a checkerboard score.
+"""Image quality measures for upsampling: PSNR and a checkerboard score, and the comparison of
+several upsampled versions of the same images over a split.
 
-Images are (B, H, W, C) floats on the [0, 1] scale; every function returns one value per image,
-so a masked evaluation can sum them over the real examples of a padded batch.
+Images are (B, H, W, C) floats on the [0, 1] scale; every per-image function returns one value
+per image, so a masked evaluation can sum them over the real examples of a padded batch.
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -73,3 +76,47 @@ def checkerboard_score(images: jax.Array, period: int = 2) -> jax.Array:
   """
   on_lattice, total = lattice_energy(images, period)
   return on_lattice / jnp.maximum(total, 1e-20)
+
+
+def comparison_sums(pictures: dict[str, jax.Array], mask: jax.Array, *,
+                    scale: int) -> dict[str, jax.Array]:
+  """Sums over the real (mask=1) examples of what `comparison_metrics` reads, for every
+  picture but 'input' against `pictures['target']`: squared errors and PSNRs (`scale` pixels
+  shaved from each border), and the energies at the frequencies of period `scale` of each
+  picture and of its error."""
+  targets, per_image = pictures['target'], {}
+  for name, images in pictures.items():
+    if name == 'input':
+      continue
+    per_image[f'lattice_energy_{name}'], per_image[f'energy_{name}'] = lattice_energy(
+        images, period=scale)
+    if name != 'target':
+      per_image[f'squared_error_{name}'] = squared_error(images, targets, shave=scale)
+      per_image[f'psnr_{name}'] = psnr(images, targets, shave=scale)
+      per_image[f'error_lattice_energy_{name}'] = lattice_energy(images - targets,
+                                                                 period=scale)[0]
+  mask = mask.astype(jnp.float32)
+  return {k: jnp.sum(v * mask) for k, v in per_image.items()} | {'count': jnp.sum(mask)}
+
+
+def comparison_metrics(totals: dict[str, float], image_shape: tuple[int, ...],
+                       scale: int) -> dict[str, float]:
+  """From `comparison_sums` over a split, per picture <m>: `psnr_<m>` (the split as one image),
+  `mean_psnr_<m>` (the mean of the images' PSNRs), `checkerboard_db_<m>` (the share of the
+  energy at the period-`scale` frequencies, also for the targets) and `lattice_error_db_<m>`
+  (the error's energy there relative to the targets'), all in dB."""
+  count = totals['count']
+  height, width, channels = image_shape
+  values = count * (height - 2 * scale) * (width - 2 * scale) * channels
+  decibels = lambda ratio: float(10 * math.log10(max(ratio, 1e-20)))
+  metrics = {}
+  for name in (n[len('energy_'):] for n in totals if n.startswith('energy_')):
+    metrics[f'checkerboard_db_{name}'] = decibels(
+        totals[f'lattice_energy_{name}'] / max(totals[f'energy_{name}'], 1e-20))
+    if name == 'target':
+      continue
+    metrics[f'psnr_{name}'] = decibels(values / max(totals[f'squared_error_{name}'], 1e-20))
+    metrics[f'mean_psnr_{name}'] = float(totals[f'psnr_{name}'] / count)
+    metrics[f'lattice_error_db_{name}'] = decibels(
+        totals[f'error_lattice_energy_{name}'] / max(totals['lattice_energy_target'], 1e-20))
+  return metrics | {'count': int(count)}
