@@ -4,6 +4,7 @@ An entry point builds its state, its compiled step and its evaluation, then hand
 `train_loop`; what differs between tasks (the losses, what an evaluation writes) stays there.
 """
 
+import collections
 import dataclasses
 import math
 import signal
@@ -84,8 +85,9 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
   if last_step == start_step < cadence.total_steps:
     say(f'This run stopped early at step {start_step} ({stopper.metric} had not improved for '
         f'{stopper.patience} evaluations); evaluating that checkpoint.')
+  on_device = prefetch_to_device(batches, parallelism.shard_batch)
   for step in range(start_step + 1, last_step + 1):
-    state, metrics = train_fn(state, parallelism.shard_batch(next(batches)), rng)
+    state, metrics = train_fn(state, next(on_device), rng)
     if _sync_each_step():
       jax.block_until_ready(metrics)
     step_metrics.append(metrics)
@@ -135,6 +137,22 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
                       progress=loop_state())
   checkpointer.wait()
   return state, eval_metrics
+
+
+def prefetch_to_device(batches: Iterator[Any], put: Callable[[Any], Any], size: int = 2
+                       ) -> Iterator[Any]:
+  """Yields `put(batch)` for each batch, `size - 1` batches ahead of the one yielded.
+
+  `put` starts an asynchronous transfer (`jax.device_put` and friends), so the next batch goes
+  to the devices while the current step runs. flax.jax_utils.prefetch_to_device does the same
+  for pmap's device-stacked layout only; `put` here gives the run's own sharding either way.
+  """
+  queue = collections.deque()
+  for batch in batches:
+    queue.append(put(batch))
+    if len(queue) >= size:
+      yield queue.popleft()
+  yield from queue
 
 
 def _sync_each_step() -> bool:
