@@ -4,10 +4,12 @@ profiler trace of chosen steps."""
 import glob
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import pytest
 
+import zoo
 from train import classify
 from train.core import compilation_cache, loop, profiling
 from train.core.errors import UserError
@@ -53,3 +55,26 @@ def test_the_profiled_steps_write_a_trace(tmp_path):
   traces = glob.glob(str(tmp_path / 'profile/plugins/profile/*/*'))
   assert any(t.endswith('.xplane.pb') for t in traces), traces
   assert any(t.endswith('.trace.json.gz') for t in traces), traces
+
+
+@pytest.mark.parametrize('name, kwargs', [
+    ('resnet20', dict(stage_sizes=(1, 1), widths=(4, 8))),
+    ('vit_tiny_patch16_224', dict(width=8, depth=2, num_heads=2, patch_size=4, image_size=8,
+                                  drop_path_rate=0.1)),
+    ('convnext_tiny', dict(stage_sizes=(1, 1), widths=(8, 8), drop_path_rate=0.1)),
+])
+def test_remat_gives_the_same_loss_and_gradients(name, kwargs):
+  images = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+  model = zoo.create_model(name, num_classes=3, **kwargs)
+  variables = model.init(jax.random.key(0), images, train=False)
+  params, rest = variables['params'], {k: v for k, v in variables.items() if k != 'params'}
+
+  def loss_and_grads(model):
+    def loss(params):
+      logits, _ = model.apply({'params': params, **rest}, images, train=True,
+                              mutable=['batch_stats'], rngs={'dropout': jax.random.key(2)})
+      return jnp.mean(logits ** 2)
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  expected, remat = loss_and_grads(model), loss_and_grads(model.clone(remat=True))
+  chex.assert_trees_all_close(remat, expected, rtol=1e-5, atol=1e-6)

@@ -44,9 +44,9 @@ def check_config(config: ml_collections.ConfigDict,
       if name in optim:
         _require(f'{path}.{name}', optim[name], _is_number(optim[name]) and optim[name] >= 0,
                  'a number of at least 0')
-  if 'compilation_cache' in config:
-    _require('compilation_cache', config.compilation_cache,
-             isinstance(config.compilation_cache, bool), 'true or false')
+  for name in ('compilation_cache', 'remat'):
+    if name in config:
+      _require(name, config[name], isinstance(config[name], bool), 'true or false')
   if 'profile_steps' in config:
     profiling.check_steps(config.profile_steps)
   if 'early_stopping' in config:
