@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import pytest
 
 import zoo
+from configs import digits_cnn
 from train import classify
-from train.core import compilation_cache, loop, profiling
+from train.core import build, compilation_cache, loop, profiling
 from train.core.errors import UserError
 
 
@@ -78,3 +79,10 @@ def test_remat_gives_the_same_loss_and_gradients(name, kwargs):
 
   expected, remat = loss_and_grads(model), loss_and_grads(model.clone(remat=True))
   chex.assert_trees_all_close(remat, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_remat_on_a_model_without_blocks_is_a_one_line_error():
+  config = digits_cnn.get_config('tiny')
+  config.remat = True
+  with pytest.raises(UserError, match=r"config.remat=True: config.model='cnn' has no blocks"):
+    build.classifier(config, 10)
