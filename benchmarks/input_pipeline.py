@@ -9,7 +9,9 @@ Both runs go through `train.core.loop.train_loop` (device prefetch, metrics to t
 one batch of the real pipeline, put on the devices once and repeated. The rate is the steps
 between the first and the last logged step over the time between them, so compiling, filling the
 pipeline and the final save are left out. Real and synthetic runs alternate, round after round,
-so that a change in the machine's load hits both; the table gives the median over rounds.
+so that a change in the machine's load hits both; the table gives the median over rounds, and the
+batches per second the pipeline gives alone (no step running): when that is far above the
+synthetic rate yet real < synthetic, the pipeline is not too slow but takes CPU from the step.
 
   digits   configs/digits_cnn.py as the quickstart trains it (16x16, rotation and shift)
   jpeg     a folder of 300 JPEGs (random crops of scikit-learn's two sample photos, 2 classes)
@@ -112,6 +114,15 @@ def loop_rate(config, batches, parallelism, steps: int, log_every: int, workdir:
   return (last - first) / (end - start)
 
 
+def pipeline_rate(batches, count: int) -> float:
+  """Batches per second the pipeline gives alone, after its first batch (which fills it)."""
+  next(batches)
+  start = time.perf_counter()
+  for _ in range(count):
+    next(batches)
+  return count / (time.perf_counter() - start)
+
+
 def compare(name: str, config, steps: int, log_every: int, rounds: int, tmp: str) -> dict:
   mesh = parallel.make_mesh()
   pipeline = classify.ClassifyTask.pipeline
@@ -127,8 +138,9 @@ def compare(name: str, config, steps: int, log_every: int, rounds: int, tmp: str
       rates[kind].append(loop_rate(config, batches, parallelism, steps, log_every, workdir))
       print(f'{name} round {r + 1} {kind}: {rates[kind][-1]:.2f} steps/s', flush=True)
   real, synthetic = (statistics.median(rates[k]) for k in ('real', 'synthetic'))
+  alone = pipeline_rate(real_batches(), steps)
   return dict(name=name, batch=config.batch_size, model=config.model, real=real,
-              synthetic=synthetic, rates=rates)
+              synthetic=synthetic, alone=alone)
 
 
 def main():
@@ -155,10 +167,11 @@ def main():
         f'{jax.devices()[0].platform} device(s), {os.cpu_count()} CPUs, load average {load} '
         '(1, 5, 15 min) at the end')
   print(f'  {"data":<8} {"model":<20} {"batch":>5} {"real":>8} {"synthetic":>10} '
-        f'{"real/synth":>10}')
+        f'{"real/synth":>10} {"pipeline alone":>15}')
   for row in rows:
     print(f'  {row["name"]:<8} {row["model"]:<20} {row["batch"]:5d} {row["real"]:8.2f} '
-          f'{row["synthetic"]:10.2f} {row["real"] / row["synthetic"]:10.1%}')
+          f'{row["synthetic"]:10.2f} {row["real"] / row["synthetic"]:10.1%} '
+          f'{row["alone"]:15.2f}')
 
 
 if __name__ == '__main__':
