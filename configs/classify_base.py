@@ -13,6 +13,9 @@ def get_config() -> ml_collections.ConfigDict:
                              early_stopping_mode='max')
   config.model = 'cnn'  # any name in zoo.list_models()
   config.model_kwargs = ml_collections.ConfigDict()  # fields of the model's dataclass
+  # Recompute each block's activations in the backward pass instead of storing them: less memory
+  # for deep models (resnet*, vit_*, convnext_*), about one more forward pass of compute.
+  config.remat = False
   config.data = common.data()
   config.optim = common.optim()
   config.label_smoothing = 0.0

@@ -73,6 +73,11 @@ def run_fields(config: ml_collections.ConfigDict, *, early_stopping_metric: str,
   config.eval_every_epochs = 1.0
   config.checkpoint_every_epochs = 1.0
   config.keep_checkpoints = 3  # the latest ones, plus the best by the task's eval metric
+  # JAX's persistent compilation cache (train/core/compilation_cache.py): a rerun or resume
+  # skips compiling. Also off with the environment variable ZOO_COMPILATION_CACHE=0.
+  config.compilation_cache = True
+  # (first, last): write a jax.profiler trace of these steps to WORKDIR/profile; () for none.
+  config.profile_steps = ()
   config.early_stopping = ml_collections.ConfigDict(dict(
       metric=early_stopping_metric, mode=early_stopping_mode, patience=0,  # 0: never stop
       min_delta=0.0))

@@ -24,6 +24,9 @@ from train.core import parallel
 # the TensorFlow backend, Keras' own default, than on JAX's, which compiles op by op.
 os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
 
+# Runs write no compiled programs into the user's cache directory (train/core/compilation_cache.py).
+os.environ.setdefault('ZOO_COMPILATION_CACHE', '0')
+
 # Must run before the first JAX computation creates the CPU backend.
 jax.config.update('jax_num_cpu_devices', 4)
 # The suite compiles many small programs and runs each only a few times.

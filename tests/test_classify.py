@@ -1,6 +1,7 @@
 """train.classify: the step functions, padded evaluation, and whole short runs (with resume)."""
 
 import functools
+import glob
 import json
 import os
 
@@ -94,9 +95,10 @@ def _records(workdir):
     return [json.loads(line) for line in f]
 
 
-def test_a_short_run_writes_metrics_events_and_checkpoints(tmp_path, capsys):
+def test_a_short_run_writes_metrics_events_checkpoints_and_a_trace(tmp_path, capsys):
   workdir = str(tmp_path / 'run')
-  final = classify.train_and_evaluate(_tiny_config(tmp_path), workdir)
+  final = classify.train_and_evaluate(_tiny_config(tmp_path, profile_steps=(3, 4)), workdir)
+  assert glob.glob(os.path.join(workdir, 'profile/plugins/profile/*/*.xplane.pb'))
   info = input_pipeline.get_dataset_info(_tiny_config(tmp_path).data)
   assert final['count'] == info.num_validation and final['test_count'] == info.num_eval
   records = _records(workdir)

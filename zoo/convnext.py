@@ -36,7 +36,7 @@ class ConvNeXtBlock(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:  # positional `train`: nn.remat
     width = x.shape[-1]
     common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     y = nn.Conv(width, (7, 7), padding=3, feature_group_count=width, kernel_init=kernel_init,
@@ -73,6 +73,7 @@ class ConvNeXt(nn.Module):
   num_classes: int = 1000
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  remat: bool = False  # recompute each block's activations in the backward pass: less memory
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -82,15 +83,16 @@ class ConvNeXt(nn.Module):
                                              padding='VALID', kernel_init=kernel_init,
                                              name=name, **common)
     x = norm('stem_norm')(conv(self.widths[0], 4, 'stem_conv')(x))
+    block_cls = nn.remat(ConvNeXtBlock, static_argnums=(2,)) if self.remat else ConvNeXtBlock
     total, done = sum(self.stage_sizes), 0
     for i, (depth, width) in enumerate(zip(self.stage_sizes, self.widths), 1):
       if i > 1:
         x = conv(width, 2, f'stage{i}_downsample_conv')(norm(f'stage{i}_downsample_norm')(x))
       for j in range(1, depth + 1):
-        x = ConvNeXtBlock(self.layer_scale_init,
-                          drop_path_rate=self.drop_path_rate * done / max(1, total - 1),
-                          layer_norm_epsilon=self.layer_norm_epsilon,
-                          name=f'stage{i}_block{j}', **common)(x, train=train)
+        x = block_cls(self.layer_scale_init,
+                      drop_path_rate=self.drop_path_rate * done / max(1, total - 1),
+                      layer_norm_epsilon=self.layer_norm_epsilon,
+                      name=f'stage{i}_block{j}', **common)(x, train)
         done += 1
       sow_stage(self, i, x)
     x = norm('head_norm')(jnp.mean(x, axis=(1, 2)))

@@ -90,9 +90,10 @@ class ResNet(nn.Module):
 
   `zero_init_residual` zero-initializes the last BatchNorm scale of every block.
 
-  Rematerialization (recompute each block's activations in the backward pass instead of storing
-  them): `block_cls=nn.remat(Bottleneck, static_argnums=(2,))`; `train` (argument 2, after
-  self and x) is passed positionally so that it can be static. Variables keep their names.
+  `remat=True` rematerializes every block: its activations are recomputed in the backward pass
+  instead of stored, for less memory at the cost of about one more forward pass. The same by
+  hand: `block_cls=nn.remat(Bottleneck, static_argnums=(2,))`; `train` (argument 2, after self
+  and x) is passed positionally so that it can be static. Variables keep their names.
 
   For Keras' ResNet50 weights (v1): `stride_in_1x1=True`, `conv_bias=True` (Keras keeps a bias
   on every convolution, before its BatchNorm) and `bn_epsilon=1.001e-5`; `load_pretrained` sets
@@ -111,9 +112,11 @@ class ResNet(nn.Module):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   bn_axis_name: str | None = None
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    block_cls = nn.remat(self.block_cls, static_argnums=(2,)) if self.remat else self.block_cls
     conv_bn = functools.partial(ConvBN, use_bias=self.conv_bias, bn_epsilon=self.bn_epsilon,
                                 dtype=self.dtype, param_dtype=self.param_dtype,
                                 bn_axis_name=self.bn_axis_name)
@@ -126,11 +129,11 @@ class ResNet(nn.Module):
       raise ValueError(f"stem must be 'imagenet' or 'cifar', not {self.stem!r}")
     for i, (depth, width) in enumerate(zip(self.stage_sizes, self.widths), 1):
       for j in range(1, depth + 1):
-        x = self.block_cls(width, strides=2 if i > 1 and j == 1 else 1,
-                           shortcut=self.shortcut,
-                           zero_init_residual=self.zero_init_residual,
-                           stride_in_1x1=self.stride_in_1x1, conv_bn=conv_bn,
-                           name=f'stage{i}_block{j}')(x, train)  # positional: see remat
+        x = block_cls(width, strides=2 if i > 1 and j == 1 else 1,
+                      shortcut=self.shortcut,
+                      zero_init_residual=self.zero_init_residual,
+                      stride_in_1x1=self.stride_in_1x1, conv_bn=conv_bn,
+                      name=f'stage{i}_block{j}')(x, train)  # positional: see remat
       sow_stage(self, i, x)
     x = jnp.mean(x, axis=(1, 2))
     return classifier_head(self, x)

@@ -68,7 +68,7 @@ class EncoderBlock(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:  # positional `train`: nn.remat
     norm = lambda name: nn.LayerNorm(self.layer_norm_epsilon, dtype=self.dtype,
                                      param_dtype=self.param_dtype, name=name)
     dense = lambda features, name: nn.Dense(features, kernel_init=dense_init, dtype=self.dtype,
@@ -114,6 +114,7 @@ class VisionTransformer(nn.Module):
   layer_norm_epsilon: float = 1e-6
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  remat: bool = False  # recompute each block's activations in the backward pass: less memory
 
   @property
   def grid_size(self) -> int:
@@ -150,13 +151,14 @@ class VisionTransformer(nn.Module):
                      (1, prefix + grid * grid, self.width), self.param_dtype)
     x = nn.Dropout(self.dropout_rate)(x + pos.astype(x.dtype), deterministic=not train)
     stages = self.stage_blocks
+    block_cls = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock
     for i in range(1, self.depth + 1):
-      x = EncoderBlock(
+      x = block_cls(
           self.num_heads, self.mlp_dim or 4 * self.width, dropout_rate=self.dropout_rate,
           attention_dropout_rate=self.attention_dropout_rate,
           drop_path_rate=self.drop_path_rate * (i - 1) / max(1, self.depth - 1),
           layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype,
-          param_dtype=self.param_dtype, name=f'block{i}')(x, train=train)
+          param_dtype=self.param_dtype, name=f'block{i}')(x, train)
       if i in stages:
         sow_stage(self, stages.index(i) + 1, x[:, prefix:].reshape(batch, grid, grid, -1))
     norm = nn.LayerNorm(self.layer_norm_epsilon, dtype=self.dtype,

@@ -25,12 +25,19 @@ def create_model(name: str, field: str, **kwargs) -> nn.Module:
 
 def classifier(config: ml_collections.ConfigDict, num_classes: int,
                bn_axis_name: str | None = None) -> nn.Module:
-  """The `zoo` classifier `config.model` names, for `num_classes`, computing in `config.dtype`.
+  """The `zoo` classifier `config.model` names, for `num_classes`, computing in `config.dtype`,
+  its blocks rematerialized with `config.remat`.
 
   `bn_axis_name` (the pmap path) makes BatchNorm average its statistics over that axis.
   """
   model = create_model(config.model, f'config.model={config.model!r}', num_classes=num_classes,
                        dtype=jnp.dtype(config.dtype), **config.model_kwargs.to_dict())
+  if config.get('remat'):
+    if not hasattr(model, 'remat'):
+      raise UserError(f'config.remat=True: config.model={config.model!r} has no blocks to '
+                      'rematerialize (resnet*, vit_* and convnext_* have); set '
+                      '--config.remat=false.')
+    model = model.clone(remat=True)
   return model.clone(bn_axis_name=bn_axis_name) if hasattr(model, 'bn_axis_name') else model
 
 

@@ -4,6 +4,7 @@ An entry point builds its state, its compiled step and its evaluation, then hand
 `train_loop`; what differs between tasks (the losses, what an evaluation writes) stays there.
 """
 
+import collections
 import dataclasses
 import math
 import signal
@@ -18,6 +19,7 @@ from train.core.checkpoint import Checkpointer, Restored
 from train.core.early_stopping import EarlyStopping
 from train.core.errors import UserError
 from train.core.interrupt import Interrupted, SignalFlag
+from train.core.profiling import StepProfiler
 from train.core.progress import Progress, format_metrics
 from train.core.writer import MetricWriter
 
@@ -63,7 +65,8 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
                parallelism: parallel.JitParallelism | parallel.PmapParallelism | None = None,
                hooks: Sequence[Callable[[int, dict[str, float]], None]] = (),
                on_log: Callable[[int, dict[str, float]], None] | None = None,
-               signals: SignalFlag | None = None) -> tuple[Any, dict[str, float]]:
+               signals: SignalFlag | None = None,
+               profiler: StepProfiler | None = None) -> tuple[Any, dict[str, float]]:
   """Runs steps `start_step + 1 .. total_steps`; returns the state and its last eval metrics.
 
   `train_fn(state, batch, rng)` is the compiled step; `evaluate(state, step)` computes (and may
@@ -74,7 +77,7 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
   single-copy layout. Each of `hooks` is called as `hook(step, eval_metrics)` after every
   evaluation has been saved; `on_log(step, means)` sees each logged mean of the train metrics.
   After a signal in `signals` (or a preemption notice on a cluster) the current step is saved
-  and `Interrupted` raised.
+  and `Interrupted` raised. `profiler` traces the steps it was given.
   """
   parallelism = parallelism or parallel.JitParallelism(mesh)
   progress = Progress(cadence.total_steps, start_step)
@@ -84,57 +87,81 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
   if last_step == start_step < cadence.total_steps:
     say(f'This run stopped early at step {start_step} ({stopper.metric} had not improved for '
         f'{stopper.patience} evaluations); evaluating that checkpoint.')
-  for step in range(start_step + 1, last_step + 1):
-    state, metrics = train_fn(state, parallelism.shard_batch(next(batches)), rng)
-    if _sync_each_step():
-      jax.block_until_ready(metrics)
-    step_metrics.append(metrics)
-    if step % cadence.log_every == 0 or step == cadence.total_steps:
-      means = _mean_on_host(step_metrics, parallelism)
-      step_metrics = []
-      checkpointer.check_for_errors()  # a failed save stops the run here, not one save later
-      bad = [name for name, value in means.items() if not math.isfinite(value)]
-      if bad:
-        raise checkpointer.diverged(step, f'{", ".join(bad)} not finite')
-      rate = learning_rate(step - 1) if learning_rate else None
-      if rate is not None:
-        means['learning_rate'] = float(rate)
-      means['steps_per_second'] = progress.report(step, means)
-      if on_log:
-        on_log(step, means)
-      writer.write_scalars(step, 'train', means)
-    if step % cadence.eval_every == 0 or step == cadence.total_steps:
-      single = parallelism.get_state(state)
-      checkpointer.check_finite(step, single)
-      eval_metrics = evaluate(state, step)
-      writer.write_scalars(step, 'eval', eval_metrics)
-      say(f'eval at step {step}: ' + format_metrics(eval_metrics))
-      stop = stopper.update(step, eval_metrics) if stopper else False
-      checkpointer.save(step, single, metrics=eval_metrics, progress=loop_state())
-      for hook in hooks:
-        hook(step, eval_metrics)
-      progress.restart_clock(step)
-      if stop:
-        say(f'Early stopping at step {step}: {stopper.metric} has not improved for '
-            f'{stopper.patience} evaluations (best {stopper.best:.4f} at step '
-            f'{stopper.best_step}).')
-        break
-    elif step % cadence.checkpoint_every == 0:
-      checkpointer.save(step, parallelism.get_state(state), progress=loop_state())
-    signum = (signals.signum if signals else None) or (
-        signal.SIGTERM if checkpointer.reached_preemption(step) else None)
-    if signum:
-      checkpointer.save(step, parallelism.get_state(state), progress=loop_state())
-      checkpointer.wait()
-      raise Interrupted(signum, f'{signal.Signals(signum).name} at step {step}: saved the '
-                                f'checkpoint at step {step} in {checkpointer.directory}; run '
-                                'the same command again to resume from it.')
+  on_device = prefetch_to_device(batches, parallelism.shard_batch)
+  profiler = profiler or StepProfiler(None, '', start_step)
+  try:
+    for step in range(start_step + 1, last_step + 1):
+      profiler.before(step)
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        state, metrics = train_fn(state, next(on_device), rng)
+      profiler.after(step, metrics)
+      if _sync_each_step():
+        jax.block_until_ready(metrics)
+      step_metrics.append(metrics)
+      if step % cadence.log_every == 0 or step == cadence.total_steps:
+        means = _mean_on_host(step_metrics, parallelism)
+        step_metrics = []
+        checkpointer.check_for_errors()  # a failed save stops the run here, not one save later
+        bad = [name for name, value in means.items() if not math.isfinite(value)]
+        if bad:
+          raise checkpointer.diverged(step, f'{", ".join(bad)} not finite')
+        rate = learning_rate(step - 1) if learning_rate else None
+        if rate is not None:
+          means['learning_rate'] = float(rate)
+        means['steps_per_second'] = progress.report(step, means)
+        if on_log:
+          on_log(step, means)
+        writer.write_scalars(step, 'train', means)
+      if step % cadence.eval_every == 0 or step == cadence.total_steps:
+        single = parallelism.get_state(state)
+        checkpointer.check_finite(step, single)
+        eval_metrics = evaluate(state, step)
+        writer.write_scalars(step, 'eval', eval_metrics)
+        say(f'eval at step {step}: ' + format_metrics(eval_metrics))
+        stop = stopper.update(step, eval_metrics) if stopper else False
+        checkpointer.save(step, single, metrics=eval_metrics, progress=loop_state())
+        for hook in hooks:
+          hook(step, eval_metrics)
+        progress.restart_clock(step)
+        if stop:
+          say(f'Early stopping at step {step}: {stopper.metric} has not improved for '
+              f'{stopper.patience} evaluations (best {stopper.best:.4f} at step '
+              f'{stopper.best_step}).')
+          break
+      elif step % cadence.checkpoint_every == 0:
+        checkpointer.save(step, parallelism.get_state(state), progress=loop_state())
+      signum = (signals.signum if signals else None) or (
+          signal.SIGTERM if checkpointer.reached_preemption(step) else None)
+      if signum:
+        checkpointer.save(step, parallelism.get_state(state), progress=loop_state())
+        checkpointer.wait()
+        raise Interrupted(signum, f'{signal.Signals(signum).name} at step {step}: saved the '
+                                  f'checkpoint at step {step} in {checkpointer.directory}; run '
+                                  'the same command again to resume from it.')
+  finally:
+    profiler.stop()  # a run stopped early or failing inside the range
   if eval_metrics is None:  # resumed a finished run: evaluate what was restored
     eval_metrics = evaluate(state, start_step)
     checkpointer.save(start_step, parallelism.get_state(state), metrics=eval_metrics,
                       progress=loop_state())
   checkpointer.wait()
   return state, eval_metrics
+
+
+def prefetch_to_device(batches: Iterator[Any], put: Callable[[Any], Any], size: int = 2
+                       ) -> Iterator[Any]:
+  """Yields `put(batch)` for each batch, `size - 1` batches ahead of the one yielded.
+
+  `put` starts an asynchronous transfer (`jax.device_put` and friends), so the next batch goes
+  to the devices while the current step runs. flax.jax_utils.prefetch_to_device does the same
+  for pmap's device-stacked layout only; `put` here gives the run's own sharding either way.
+  """
+  queue = collections.deque()
+  for batch in batches:
+    queue.append(put(batch))
+    if len(queue) >= size:
+      yield queue.popleft()
+  yield from queue
 
 
 def _sync_each_step() -> bool:

@@ -91,6 +91,7 @@ class PmapParallelism:
     self.mesh = mesh
     self.axis_name = DATA_AXIS
     self._devices = jax.local_devices()
+    self._stacked = _stacked_sharding(self._devices)
 
   def compile(self, fn: Callable, *, donate_state: bool = False,
               with_rng: bool = False) -> Callable:
@@ -98,9 +99,11 @@ class PmapParallelism:
     return jax.pmap(fn, axis_name=self.axis_name, in_axes=(0, 0, None) if with_rng else (0, 0),
                     donate_argnums=0 if donate_state else ())
 
-  def shard_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  def shard_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """The batch split on a leading device axis and put on the devices (asynchronously)."""
     n = len(self._devices)
-    return {k: v.reshape(n, v.shape[0] // n, *v.shape[1:]) for k, v in batch.items()}
+    return {k: jax.device_put(v.reshape(n, v.shape[0] // n, *v.shape[1:]), self._stacked)
+            for k, v in batch.items()}
 
   def put_state(self, state: Any) -> Any:
     return jax.tree.map(lambda x: _stack_on(x, self._devices), state)
@@ -115,8 +118,13 @@ class PmapParallelism:
 def _stack_on(x: jax.Array, devices: list[jax.Device]) -> jax.Array:
   """One copy of `x` per device, stacked on a leading axis, as `jax.pmap` takes it."""
   copies = [jax.device_put(x[None], device) for device in devices]
-  sharding = NamedSharding(jax.sharding.Mesh(np.array(devices), (DATA_AXIS,)), P(DATA_AXIS))
-  return jax.make_array_from_single_device_arrays((len(devices), *x.shape), sharding, copies)
+  return jax.make_array_from_single_device_arrays((len(devices), *x.shape),
+                                                  _stacked_sharding(devices), copies)
+
+
+def _stacked_sharding(devices: list[jax.Device]) -> NamedSharding:
+  """Split on a leading axis of one entry per device: the layout `jax.pmap` takes."""
+  return NamedSharding(jax.sharding.Mesh(np.array(devices), (DATA_AXIS,)), P(DATA_AXIS))
 
 
 def make_parallelism(name: str, mesh: jax.sharding.Mesh) -> JitParallelism | PmapParallelism:

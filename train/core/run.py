@@ -4,12 +4,13 @@ The task says what to compute (`train.core.task.Task`); `run` owns the rest: the
 or pmap (`config.parallelism`), gradient accumulation (`config.grad_accum_steps`, through the
 task's use of `step.accumulate_gradients`), the computation dtype (`config.dtype`, read by the
 task's models), the training data's fixed shards (`config.data.shards`), checkpoints and resume,
-metrics.jsonl and TensorBoard, early stopping, the final report, and closing every resource in
-`finally`. With `config.data.validation_split` set, evaluations during training (and so the best
-checkpoint, early stopping and tuning) use the validation split, and the eval (test) split is
-evaluated once at the end, with the best checkpoint: the one a user of the run gets. Callers
-observe each evaluation through `hooks` (hyperparameter tuning reports intermediate values there;
-a hook may raise, e.g. `optuna.TrialPruned`, to stop the run).
+metrics.jsonl and TensorBoard, early stopping, JAX's persistent compilation cache
+(`config.compilation_cache`), a profiler trace of `config.profile_steps`, the final report, and
+closing every resource in `finally`. With `config.data.validation_split` set, evaluations during
+training (and so the best checkpoint, early stopping and tuning) use the validation split, and the
+eval (test) split is evaluated once at the end, with the best checkpoint: the one a user of the
+run gets. Callers observe each evaluation through `hooks` (hyperparameter tuning reports
+intermediate values there; a hook may raise, e.g. `optuna.TrialPruned`, to stop the run).
 """
 
 import dataclasses
@@ -20,7 +21,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from train.core import compat, interrupt, loop, parallel, trained, validate
+from train.core import (
+  compat,
+  compilation_cache,
+  interrupt,
+  loop,
+  parallel,
+  profiling,
+  trained,
+  validate,
+)
 from train.core import workdir as workdir_lib
 from train.core.checkpoint import Checkpointer
 from train.core.early_stopping import EarlyStopping
@@ -65,6 +75,7 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
   validate.check_config(config, task.eval_metrics)
   check_batch_sizes(config)
   workdir_lib.check_usable(workdir)
+  compilation_cache.enable(config.get('compilation_cache', True))
   with workdir_lib.hold(workdir), interrupt.catch_stop_signals() as signals:
     return _run(task, config, workdir, hooks, signals)
 
@@ -78,6 +89,7 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
   selection_split = validation or config.data.eval_split
   steps_per_epoch = max(1, info.num_train // config.batch_size)
   cadence = loop.Cadence.from_config(config, steps_per_epoch)
+  profile_steps = profiling.check_steps(config.get('profile_steps', ()), cadence.total_steps)
   ctx = StepContext(axis_name=parallelism.axis_name, grad_accum_steps=config.grad_accum_steps)
   task.build(info, Length(cadence.total_steps, steps_per_epoch), ctx)
   streams = Streams.from_seed(config.seed)
@@ -127,7 +139,8 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
             start_step=start_step),
         mesh=mesh, rng=streams.train, evaluate=evaluate, checkpointer=checkpointer,
         writer=writer, learning_rate=task.learning_rate, stopper=stopper,
-        parallelism=parallelism, hooks=hooks, on_log=task.after_log, signals=signals)
+        parallelism=parallelism, hooks=hooks, on_log=task.after_log, signals=signals,
+        profiler=profiling.StepProfiler(profile_steps, workdir, start_step))
     loop.say(f'Final eval on {metrics["count"]} {selection_split} examples at step '
              f'{checkpointer.latest_step()}: {task.final_report(metrics)} (best '
              f'{task.best_metric} checkpoint: step {checkpointer.best_step()})')

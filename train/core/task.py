@@ -23,11 +23,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epy
 
 from train.core.progress import format_metrics
 from train.core.writer import MetricWriter
-from train.data import pipeline as input_pipeline
-from train.data.pipeline import DatasetInfo
+
+# TensorFlow (4 s to import) only once a pipeline is used, not on importing a task.
+with epy.lazy_imports():
+  from train.data import pipeline as input_pipeline
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -73,7 +76,7 @@ class Task:
     self.config = config
     self.ctx = StepContext()
 
-  def build(self, info: DatasetInfo, length: Length, ctx: StepContext) -> None:
+  def build(self, info: 'input_pipeline.DatasetInfo', length: Length, ctx: StepContext) -> None:
     """Checks the config against the dataset (UserError naming the field) and builds the
     models and optimizers the steps use. Always call `super().build(...)` first."""
     self.info, self.length, self.ctx = info, length, ctx

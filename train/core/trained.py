@@ -12,13 +12,16 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import ml_collections
+from etils import epy
 
 from train.core import build, compat, parallel
 from train.core.checkpoint import Checkpointer
 from train.core.errors import UserError
 from train.core.state import abstract_on_mesh, create_train_state
 from train.core.task import Length
-from train.data import pipeline as input_pipeline
+
+with epy.lazy_imports():  # TensorFlow only once a pipeline is used
+  from train.data import pipeline as input_pipeline
 
 CONFIG_FILE = 'config.json'
 
@@ -27,7 +30,7 @@ class TrainedClassifier(NamedTuple):
   model: nn.Module
   variables: dict[str, Any]  # {'params', 'batch_stats'}, replicated over the mesh.
   config: ml_collections.ConfigDict
-  info: input_pipeline.DatasetInfo
+  info: 'input_pipeline.DatasetInfo'
   step: int  # Of the restored checkpoint.
 
 

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable
 import jax.numpy as jnp
 import ml_collections
 
-from train.core import compat
+from train.core import compat, profiling
 from train.core.errors import UserError
 
 _POSITIVE_INTS = ('batch_size', 'eval_batch_size', 'grad_accum_steps', 'log_every_steps',
@@ -44,6 +44,11 @@ def check_config(config: ml_collections.ConfigDict,
       if name in optim:
         _require(f'{path}.{name}', optim[name], _is_number(optim[name]) and optim[name] >= 0,
                  'a number of at least 0')
+  for name in ('compilation_cache', 'remat'):
+    if name in config:
+      _require(name, config[name], isinstance(config[name], bool), 'true or false')
+  if 'profile_steps' in config:
+    profiling.check_steps(config.profile_steps)
   if 'early_stopping' in config:
     _check_early_stopping(config.early_stopping, eval_metrics)
   if 'data' in config:

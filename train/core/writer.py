@@ -5,11 +5,11 @@ Only process 0 writes; on the other processes every method does nothing.
 
 import json
 import os
+import sys
 from typing import Mapping
 
 import jax
 import numpy as np
-from tensorboardX import SummaryWriter
 
 from train.core import images as image_lib
 
@@ -30,7 +30,7 @@ class MetricWriter:
       _drop_records_after(path, start_step)
       self._jsonl = open(path, 'a', encoding='utf-8')
       # TensorBoard hides its own events of steps >= purge_step written before the restart.
-      self._tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'),
+      self._tensorboard = _summary_writer_class()(os.path.join(workdir, 'tensorboard'),
                                         purge_step=start_step + 1)
 
   def write_scalars(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
@@ -60,6 +60,23 @@ class MetricWriter:
     if self.enabled:
       self._jsonl.close()
       self._tensorboard.close()
+
+
+def _summary_writer_class() -> type:
+  """tensorboardX's SummaryWriter, imported without PyTorch when that is not loaded yet.
+
+  tensorboardX imports PyTorch if it is installed (3 s) only to accept its tensors; the arrays
+  written here are NumPy.
+  """
+  hidden = 'torch' not in sys.modules
+  if hidden:
+    sys.modules['torch'] = None  # `import torch` raises ImportError, which tensorboardX expects
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    if hidden:
+      del sys.modules['torch']
+  return SummaryWriter
 
 
 def _drop_records_after(path: str, step: int) -> None:
