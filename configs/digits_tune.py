@@ -20,6 +20,10 @@ def get_config():
   config.eval_every_epochs = 1.0  # the pruner compares trials at each evaluation
   config.checkpoint_every_epochs = 1.0
   config.keep_checkpoints = 1
+  config.data.shards = 1  # one training stream to build per trial
+  # Learning rate and weight decay as arrays in the optimizer state: trials of one width share
+  # one compiled step.
+  config.optim.inject_hyperparams = True
   config.search = dict(
       optim=dict(learning_rate=('log_uniform', 3e-4, 3e-2),
                  weight_decay=('log_uniform', 1e-6, 1e-1)),

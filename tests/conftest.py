@@ -34,7 +34,8 @@ def data_dir(tmp_path_factory) -> str:
 
 
 def read_metrics(workdir, split: str | None = None) -> list[dict]:
-  """The records of WORKDIR/metrics.jsonl, those of `split` ('train', 'eval') if given."""
+  """The records of WORKDIR/metrics.jsonl, those of `split` ('train', 'validation', 'eval',
+  'test') if given."""
   with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
     records = [json.loads(line) for line in f]
   return [r for r in records if split is None or r['split'] == split]
