@@ -18,7 +18,7 @@ from conftest import read_metrics
 import zoo
 from configs import digits_tune
 from train import classify, tune
-from train.core import optim
+from train.core import optim, validate
 from train.core.errors import UserError
 from train.core.state import create_train_state
 from train.tuning import population
@@ -80,6 +80,8 @@ def test_space_parses_each_kind():
                                           space['optim.learning_rate'].override(0.00123)])
   assert trial.model_kwargs.features == (16, 32) and trial.optim.learning_rate == 0.00123
   assert 'search' not in trial
+  # The recipe trains untuned as it is (the printed commands run it): `search` is not a value.
+  validate.check_config(config)
 
 
 @pytest.mark.parametrize('search, message', [

@@ -17,13 +17,14 @@ time that differ only in learning rate, weight decay and label smoothing train a
 """
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import os
 import sys
 import time
 import warnings
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import jax
 import optuna
@@ -92,7 +93,6 @@ def tune(argv: Sequence[str]) -> optuna.Study:
     raise UserError('tuning selects on a validation split: set data.validation_split (a '
                     "fraction of the training split such as 0.1, or a split name such as "
                     "'train[90%:]').")
-  _share_compilations(args.workdir)
   optuna.logging.set_verbosity(optuna.logging.WARNING)
   # Heartbeats, stale-trial retries and the plots are marked experimental; they are relied on.
   warnings.filterwarnings('ignore', category=optuna.exceptions.ExperimentalWarning)
@@ -102,15 +102,18 @@ def tune(argv: Sequence[str]) -> optuna.Study:
   name = options.study or os.path.splitext(os.path.basename(args.config))[0]
   study = study_lib.load_or_create(storage, name, space, task.best_metric, task.best_mode,
                                    options)
-  base_overrides = [f'--config.{field}={value}' for field, value in overrides]
+  # What each trial's command line repeats: the overrides, but not of the search space itself.
+  base_overrides = [f'--config.{field}={value}' for field, value in overrides
+                    if field.split('.')[0] != 'search']
   objective = _Objective(train_and_evaluate, task, config, space, args, base_overrides,
                          options.task)
-  if options.mode == 'population':
-    population_study.run(study, config, space, options, lambda trial_overrides: report.command(
-        'train.classify', args.config, os.path.join(args.workdir, 'best_rerun'),
-        base_overrides + trial_overrides))
-  else:
-    _run_study(study, objective, options, f'Study {name!r} in {url}', task.best_metric)
+  with _shared_compilations(args.workdir):
+    if options.mode == 'population':
+      population_study.run(study, config, space, options, lambda trial_overrides: (
+          report.command('train.classify', args.config, os.path.join(args.workdir, 'best_rerun'),
+                         base_overrides + trial_overrides)))
+    else:
+      _run_study(study, objective, options, f'Study {name!r} in {url}', task.best_metric)
   print(report.write(study, task.best_metric, args.workdir), flush=True)
   return study
 
@@ -176,13 +179,23 @@ def _run_study(study: optuna.Study, objective, options: study_lib.Options, title
     time.sleep(options.heartbeat_seconds)
 
 
-def _share_compilations(workdir: str) -> None:
-  """Keeps every compiled program in WORKDIR/compile_cache: trials that compile the same program
-  (the same shapes; with optim.inject_hyperparams the same up to learning rate and weight
-  decay) load it instead of compiling it again, in this process and in other workers."""
-  jax.config.update('jax_compilation_cache_dir', os.path.join(os.path.abspath(workdir),
-                                                              'compile_cache'))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+@contextlib.contextmanager
+def _shared_compilations(workdir: str) -> Iterator[None]:
+  """Within the block, every compiled program is kept in WORKDIR/compile_cache: trials that
+  compile the same program (the same shapes; with optim.inject_hyperparams the same up to
+  learning rate and weight decay) load it instead of compiling it again, in this process and in
+  other workers."""
+  settings = {'jax_compilation_cache_dir': os.path.join(os.path.abspath(workdir),
+                                                        'compile_cache'),
+              'jax_persistent_cache_min_compile_time_secs': 0.0}
+  previous = {name: getattr(jax.config, name) for name in settings}
+  for name, value in settings.items():
+    jax.config.update(name, value)
+  try:
+    yield
+  finally:
+    for name, value in previous.items():
+      jax.config.update(name, value)
 
 
 def _progress(total: int, metric: str):

@@ -10,6 +10,7 @@ for the best one trains it as an ordinary run.
 """
 
 import time
+import warnings
 
 import ml_collections
 import optuna
@@ -43,7 +44,9 @@ def run(study: optuna.Study, config: ml_collections.ConfigDict, space: space_lib
   config = space_lib.trial_config(config, [])
   start = time.monotonic()
   while (done := study_lib.finished_trials(study)) < options.trials:
-    trials = [study.ask() for _ in range(min(options.population, options.trials - done))]
+    with warnings.catch_warnings():  # heartbeats are for trials run one by one (trials mode)
+      warnings.filterwarnings('ignore', 'Heartbeat of storage', UserWarning)
+      trials = [study.ask() for _ in range(min(options.population, options.trials - done))]
     values = [space.suggest(trial) for trial in trials]
     print(f'population of {len(trials)} trials ({", ".join(str(t.number) for t in trials)}); '
           f'{done}/{options.trials} trials done', flush=True)

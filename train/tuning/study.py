@@ -8,6 +8,7 @@ RetryHeartbeatStaleTrialCallback enqueues it again with the same parameters.
 
 import dataclasses
 import os
+import warnings
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -23,9 +24,15 @@ COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
            optuna.trial.TrialState.RUNNING)
 
 
-# Enqueues a failed trial again with its parameters and user attributes (its workdir), twice at
-# most.
-_RETRY = RetryHeartbeatStaleTrialCallback(max_retry=2)
+
+
+def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+  """Enqueues a failed trial again with its parameters and user attributes (its workdir), twice
+  at most."""
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+    callback = RetryHeartbeatStaleTrialCallback(max_retry=2)
+  callback(study, trial)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +88,7 @@ def open_storage(url: str, options: Options) -> RDBStorage:
     return RDBStorage(url, engine_kwargs=engine_kwargs,
                       heartbeat_interval=options.heartbeat_seconds,
                       grace_period=options.grace_seconds,
-                      heartbeat_stale_trial_callback=_RETRY)
+                      heartbeat_stale_trial_callback=_retry)
   except Exception as e:  # pylint: disable=broad-except  (drivers raise many types; all fixable)
     reason = f'{type(e).__name__}: {e}'.splitlines()[0]
     raise UserError(f'--tune.storage={url!r} cannot be opened ({reason}): give a database URL '
@@ -121,7 +128,7 @@ def finished_trials(study: optuna.Study) -> int:
 
 def retry(trial: optuna.Trial) -> None:
   """Enqueues `trial`, about to fail, again as a trial of a dead worker is (see open_storage)."""
-  _RETRY(trial.study, next(t for t in trial.study.get_trials(deepcopy=False)
+  _retry(trial.study, next(t for t in trial.study.get_trials(deepcopy=False)
                            if t.number == trial.number))
 
 
