@@ -93,7 +93,7 @@ def tune(argv: Sequence[str]) -> optuna.Study:
     raise UserError('tuning selects on a validation split: set data.validation_split (a '
                     "fraction of the training split such as 0.1, or a split name such as "
                     "'train[90%:]').")
-  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials report themselves
   # Heartbeats, stale-trial retries and the plots are marked experimental; they are relied on.
   warnings.filterwarnings('ignore', category=optuna.exceptions.ExperimentalWarning)
   url = study_lib.storage_url(options, args.workdir)

@@ -115,8 +115,8 @@ def train(config: ml_collections.ConfigDict, population: Population, *, test: bo
         if metrics['accuracy'] > best[trial]['accuracy']:
           best[trial] = metrics | {'step': step}
           improved[trial] = True
-      if test:
-        best_state = state if best_state is None else _select(improved, state, best_state)
+      if test:  # copies: the next step donates `state`'s buffers
+        best_state = _select(improved, state, state if best_state is None else best_state)
   if test:
     for trial, metrics in enumerate(_evaluate(eval_fn, best_state, config,
                                               config.data.eval_split)):
