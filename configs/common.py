@@ -52,7 +52,11 @@ def optim(**overrides) -> ml_collections.ConfigDict:
       weight_decay=1e-4,  # on kernels only (not biases or normalization scales)
       schedule='cosine',  # 'constant', 'cosine' (to zero) or 'step' (decay_factor at decay_epochs)
       warmup_epochs=0.0, decay_epochs=(), decay_factor=0.1,
-      grad_clip_norm=0.0))  # 0: no clipping
+      grad_clip_norm=0.0,  # 0: no clipping
+      # True: the peak learning rate and the weight decay are arrays in the optimizer state
+      # (optax.inject_hyperparams), not constants in the compiled step, so runs that differ only
+      # in them (a search's trials) share one compiled program.
+      inject_hyperparams=False))
   config.lock()  # a misspelt override fails here rather than being ignored
   config.update(overrides)
   return config

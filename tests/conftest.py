@@ -24,16 +24,14 @@ from train.core import parallel
 # the TensorFlow backend, Keras' own default, than on JAX's, which compiles op by op.
 os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
 
-# Runs write no compiled programs into the user's cache directory (train/core/compilation_cache.py).
-os.environ.setdefault('ZOO_COMPILATION_CACHE', '0')
-
 # Must run before the first JAX computation creates the CPU backend.
 jax.config.update('jax_num_cpu_devices', 4)
 # The suite compiles many small programs and runs each only a few times.
 jax.config.update('jax_disable_most_optimizations', True)
 # Every tiny training run builds its steps afresh, so the suite compiles the same programs many
 # times over: one compilation cache for the session (its workers and the runs they start in
-# subprocesses, which inherit the variable) compiles each once. Made by the first process.
+# subprocesses, which inherit the variable) compiles each once, and nothing is written to the
+# user's cache directory (train/core/compilation_cache.py). Made by the first process.
 if 'PYTEST_XDIST_WORKER' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='zoo-test-jax-cache-')
   atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
@@ -48,7 +46,8 @@ def data_dir(tmp_path_factory) -> str:
 
 
 def read_metrics(workdir, split: str | None = None) -> list[dict]:
-  """The records of WORKDIR/metrics.jsonl, those of `split` ('train', 'eval') if given."""
+  """The records of WORKDIR/metrics.jsonl, those of `split` ('train', 'validation', 'eval',
+  'test') if given."""
   with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
     records = [json.loads(line) for line in f]
   return [r for r in records if split is None or r['split'] == split]

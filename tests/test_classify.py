@@ -102,7 +102,7 @@ def test_a_short_run_writes_metrics_events_checkpoints_and_a_trace(tmp_path, cap
   info = input_pipeline.get_dataset_info(_tiny_config(tmp_path).data)
   assert final['count'] == info.num_validation and final['test_count'] == info.num_eval
   records = _records(workdir)
-  evals = [r for r in records if r['split'] == 'eval']
+  evals = [r for r in records if r['split'] == 'validation']
   # 1437 - 287 validation digits = 1150; 1150 // 32 = 35 steps per epoch
   assert [r['step'] for r in evals] == [35, 70]
   for record in records:

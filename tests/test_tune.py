@@ -2,6 +2,7 @@
 workers on one study, and population training equal to independent trials."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,11 +13,12 @@ import ml_collections
 import numpy as np
 import optuna
 import pytest
+from conftest import read_metrics
 
 import zoo
 from configs import digits_tune
 from train import classify, tune
-from train.core import optim
+from train.core import optim, validate
 from train.core.errors import UserError
 from train.core.state import create_train_state
 from train.tuning import population
@@ -45,8 +47,8 @@ def get_config():
 SEARCH = "dict(optim=dict(learning_rate=('log_uniform', 1e-3, 1e-2)))"
 
 
-def _recipe(tmp_path, data_dir, search=SEARCH) -> str:
-  path = tmp_path / 'recipe.py'
+def _recipe(tmp_path, data_dir, search=SEARCH, name='recipe') -> str:
+  path = tmp_path / f'{name}.py'
   path.write_text(TINY_RECIPE.format(data_dir=data_dir, search=search))
   return str(path)
 
@@ -78,6 +80,8 @@ def test_space_parses_each_kind():
                                           space['optim.learning_rate'].override(0.00123)])
   assert trial.model_kwargs.features == (16, 32) and trial.optim.learning_rate == 0.00123
   assert 'search' not in trial
+  # The recipe trains untuned as it is (the printed commands run it): `search` is not a value.
+  validate.check_config(config)
 
 
 @pytest.mark.parametrize('search, message', [
@@ -126,6 +130,10 @@ def test_bad_command_lines_exit_2_with_one_line(tmp_path, data_dir, capsys):
   assert 'unknown flag --tune.trails' in _main_error(base + ['--tune.trails=3'], capsys)
   assert 'validation split' in _main_error(
       base + ['--config.data.validation_split=0'], capsys)
+  assert '--tune.mode=population searches optim.learning_rate' in _main_error(
+      ['--config', _recipe(tmp_path, data_dir, "dict(batch_size=('choice', (16, 32)))",
+                           name='widths'), '--workdir', workdir, '--tune.mode=population'],
+      capsys)
   # A study made with one space refuses another, and is left as it was.
   storage = study_lib.open_storage(study_lib.storage_url(study_lib.Options(), workdir),
                                    study_lib.Options())
@@ -137,7 +145,8 @@ def test_bad_command_lines_exit_2_with_one_line(tmp_path, data_dir, capsys):
   assert not os.path.exists(os.path.join(workdir, 'trials'))
 
 
-def test_study_continues_after_a_killed_worker(tmp_path, data_dir, capsys):
+def test_study_continues_after_a_killed_and_a_stopped_worker(tmp_path, data_dir, capsys,
+                                                             monkeypatch):
   recipe = _recipe(tmp_path, data_dir)
   workdir = str(tmp_path / 'study')
   flags = ['--tune.trials=3', '--tune.sampler=random', '--tune.pruner=none',
@@ -145,7 +154,7 @@ def test_study_continues_after_a_killed_worker(tmp_path, data_dir, capsys):
   options = study_lib.Options(trials=3, sampler='random', pruner='none', heartbeat_seconds=1,
                               grace_seconds=2)
   os.makedirs(workdir)
-  # A worker that died in its first trial: RUNNING, with a heartbeat that stops.
+  # A worker killed (kill -9) in its first trial: RUNNING, with a heartbeat that stops.
   storage = study_lib.open_storage(study_lib.storage_url(options, workdir), options)
   config = tune.config_lib.load_config(recipe)
   space = space_lib.parse(config)
@@ -154,20 +163,40 @@ def test_study_continues_after_a_killed_worker(tmp_path, data_dir, capsys):
   dead_values = space.suggest(dead)
   storage.record_heartbeat(dead._trial_id)  # pylint: disable=protected-access
   time.sleep(2.5)
+  # The next worker reruns that trial and is stopped (SIGTERM) after its evaluation at step 2.
+  train_and_evaluate = classify.train_and_evaluate
+
+  def stopped_at_step_2(config, workdir, hooks=()):
+    def stop(step, metrics):
+      if step == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return train_and_evaluate(config, workdir, hooks=[*hooks, stop])
+
+  monkeypatch.setattr(classify, 'train_and_evaluate', stopped_at_step_2)
+  with pytest.raises(SystemExit) as exit_info:
+    tune.main(['--config', recipe, '--workdir', workdir, *flags])
+  assert exit_info.value.code == 143
+  assert 'run the same command again to resume' in capsys.readouterr().err
+  monkeypatch.setattr(classify, 'train_and_evaluate', train_and_evaluate)
   tune.main(['--config', recipe, '--workdir', workdir, *flags])
   out = capsys.readouterr().out
   trials = optuna.load_study(study_name='recipe', storage=storage).trials
-  assert [t.state.name for t in trials] == ['FAIL', 'COMPLETE', 'COMPLETE', 'COMPLETE']
-  # The dead trial is rerun with its parameters (Optuna orders the retry among the new trials).
+  assert [t.state.name for t in trials] == ['FAIL', 'FAIL', 'COMPLETE', 'COMPLETE', 'COMPLETE']
+  # Both reruns took the killed trial's parameters; the second resumed the stopped run.
   rerun = {'optim.learning_rate': dead_values['optim.learning_rate']}
-  assert [t.params for t in trials[1:]].count(rerun) == 1
-  assert all(os.path.isfile(os.path.join(workdir, 'trials', f'{n:03d}', 'metrics.jsonl'))
-             for n in (1, 2, 3))
+  assert trials[1].params == trials[2].params == rerun
+  stopped = os.path.join(workdir, 'trials', '001')
+  assert trials[2].user_attrs['workdir'] == stopped
+  assert f'Resuming from the checkpoint at step 2 in {stopped}' in out
+  evals = [r['step'] for r in read_metrics(stopped, 'validation')]
+  assert evals == [2, 4]
+  assert trials[2].value == max(r['accuracy'] for r in read_metrics(stopped, 'validation'))
+  assert sorted(os.listdir(os.path.join(workdir, 'trials'))) == ['001', '003', '004']
   assert 'Reproduce it: python -m train.classify --config' in out
   assert os.path.isfile(os.path.join(workdir, 'trials.csv'))
   # Done: running the command again trains nothing and reports the same study.
   tune.main(['--config', recipe, '--workdir', workdir, *flags])
-  assert len(optuna.load_study(study_name='recipe', storage=storage).trials) == 4
+  assert len(optuna.load_study(study_name='recipe', storage=storage).trials) == 5
 
 
 def test_two_workers_share_a_study(tmp_path, data_dir):
@@ -175,7 +204,8 @@ def test_two_workers_share_a_study(tmp_path, data_dir):
   workdir = str(tmp_path / 'study')
   os.makedirs(workdir)
   command = [sys.executable, '-m', 'train.tune', '--config', recipe, '--workdir', workdir,
-             '--tune.trials=4', '--tune.sampler=random', '--tune.pruner=none']
+             '--tune.trials=4', '--tune.sampler=random', '--tune.pruner=none',
+             '--tune.heartbeat_seconds=1']
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
   # Created first, so the two workers do not race to create it.
   options = study_lib.Options()
@@ -195,12 +225,31 @@ def test_two_workers_share_a_study(tmp_path, data_dir):
   # Each trial ran once, in its own workdir: one run's evaluations at steps 2 and 4.
   for trial in trials:
     with open(os.path.join(workdir, 'trials', f'{trial.number:03d}', 'metrics.jsonl')) as f:
-      steps = [line for line in f if '"split": "eval"' in line]
+      steps = [line for line in f if '"split": "validation"' in line]
     assert len(steps) == 2, (trial.number, steps)
   # Each trial's progress line was printed by exactly one of the workers.
   finished = [line for out in outputs for line in out.splitlines()
               if line.startswith('trial ') and ' complete at step' in line]
   assert sorted(int(line.split()[1]) for line in finished) == [0, 1, 2, 3], outputs
+
+
+def test_population_mode_trains_the_trials_k_at_a_time(tmp_path, data_dir, capsys):
+  recipe = _recipe(tmp_path, data_dir, "dict(optim=dict(learning_rate=('log_uniform', 1e-3, "
+                   "1e-2)), label_smoothing=('uniform', 0.0, 0.2))")
+  workdir = str(tmp_path / 'study')
+  tune.main(['--config', recipe, '--workdir', workdir, '--tune.mode=population',
+             '--tune.population=2', '--tune.trials=3', '--tune.sampler=random'])
+  out = capsys.readouterr().out
+  trials = optuna.load_study(study_name='recipe', storage=f'sqlite:///{workdir}/study.db').trials
+  assert [t.state.name for t in trials] == ['COMPLETE'] * 3
+  assert 'population of 2 trials (0, 1)' in out and 'population of 1 trials (2)' in out
+  for trial in trials:
+    assert 1e-3 <= trial.params['optim.learning_rate'] <= 1e-2
+    assert 0 < trial.value <= 1 and 0 < trial.user_attrs['test_metric'] <= 1
+    assert trial.user_attrs['last_step'] in (2, 4)  # the evaluation of the best state
+  assert 'Reproduce it: python -m train.classify --config' in out
+  assert '--config.label_smoothing=' in out.split('Reproduce it: ')[1].splitlines()[0]
+  assert not os.path.exists(os.path.join(workdir, 'trials'))
 
 
 def test_population_step_equals_independent_steps():

@@ -63,7 +63,7 @@ def test_named_split_must_not_overlap_training(data_dir):
 def test_run_selects_on_validation_and_tests_the_best_checkpoint_once(tiny_config, tmp_path):
   config = tiny_config('configs/digits_cnn.py:tiny')
   metrics = classify.train_and_evaluate(config, str(tmp_path))
-  evals, tests = read_metrics(tmp_path, 'eval'), read_metrics(tmp_path, 'test')
+  evals, tests = read_metrics(tmp_path, 'validation'), read_metrics(tmp_path, 'test')
   assert {r['count'] for r in evals} == {287} and [r['count'] for r in tests] == [360]
   best = max(r['accuracy'] for r in evals)
   assert tests[0]['step'] == metrics['test_step']

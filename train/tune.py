@@ -3,6 +3,7 @@
     python -m train.tune --config configs/digits_tune.py --workdir runs/digits_tune \\
         [--tune.sampler=grid|random|bayes] [--tune.trials=N] [--tune.pruner=none|median|hyperband]
         [--tune.storage=URL] [--tune.study=NAME] [--tune.task=classify] [--config.field=value ...]
+        [--tune.mode=trials|population] [--tune.population=K]
 
 The search space is the recipe's `config.search` (train/tuning/space.py). Each trial is an
 ordinary run of `train.<task>` in DIR/trials/NNN, selected on the validation split
@@ -10,26 +11,31 @@ ordinary run of `train.<task>` in DIR/trials/NNN, selected on the validation spl
 (its best checkpoint), reported at each evaluation so that the pruner can stop bad trials early.
 The test split is scored once per finished trial, with that checkpoint. The study lives in
 DIR/study.db (or --tune.storage): running the same command again, or on several workers at once,
-continues it until --tune.trials trials have finished. See docs/tune.md.
+continues it until --tune.trials trials have finished. With --tune.mode=population, K trials at a
+time that differ only in learning rate, weight decay and label smoothing train as one program
+(train/tuning/population_study.py). See docs/tune.md.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import os
 import sys
 import time
 import warnings
-from typing import Sequence
+from typing import Iterator, Sequence
 
+import jax
 import optuna
 
 from train.core import cli
 from train.core import config as config_lib
 from train.core.errors import TrainingDiverged, UserError
+from train.core.interrupt import Interrupted
 from train.core.task import Task
 from train.data import pipeline as input_pipeline
-from train.tuning import report
+from train.tuning import population_study, report
 from train.tuning import space as space_lib
 from train.tuning import study as study_lib
 
@@ -81,11 +87,13 @@ def tune(argv: Sequence[str]) -> optuna.Study:
   space = space_lib.parse(config)
   study_lib.check_options(options, space)
   train_and_evaluate, task = _task(options.task)
+  if options.mode == 'population':
+    population_study.check_space(space, options.task)
   if input_pipeline.validation_split(config.data) is None:
     raise UserError('tuning selects on a validation split: set data.validation_split (a '
                     "fraction of the training split such as 0.1, or a split name such as "
                     "'train[90%:]').")
-  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials report themselves
   # Heartbeats, stale-trial retries and the plots are marked experimental; they are relied on.
   warnings.filterwarnings('ignore', category=optuna.exceptions.ExperimentalWarning)
   url = study_lib.storage_url(options, args.workdir)
@@ -94,17 +102,18 @@ def tune(argv: Sequence[str]) -> optuna.Study:
   name = options.study or os.path.splitext(os.path.basename(args.config))[0]
   study = study_lib.load_or_create(storage, name, space, task.best_metric, task.best_mode,
                                    options)
-  base_overrides = [f'--config.{field}={value}' for field, value in overrides]
+  # What each trial's command line repeats: the overrides, but not of the search space itself.
+  base_overrides = [f'--config.{field}={value}' for field, value in overrides
+                    if field.split('.')[0] != 'search']
   objective = _Objective(train_and_evaluate, task, config, space, args, base_overrides,
                          options.task)
-  optuna.storages.fail_stale_trials(study)  # a trial whose worker died is rerun
-  if study_lib.counted_trials(study) < options.trials:
-    print(f'Study {name!r} in {url}: {study_lib.counted_trials(study)} of {options.trials} '
-          f'trials done or running; {options.sampler} sampler, {options.pruner} pruner.',
-          flush=True)
-    study.optimize(objective, callbacks=[
-        optuna.study.MaxTrialsCallback(options.trials, states=study_lib.COUNTED),
-        _progress(options.trials, task.best_metric)])
+  with _shared_compilations(args.workdir):
+    if options.mode == 'population':
+      population_study.run(study, config, space, options, lambda trial_overrides: (
+          report.command('train.classify', args.config, os.path.join(args.workdir, 'best_rerun'),
+                         base_overrides + trial_overrides)))
+    else:
+      _run_study(study, objective, options, f'Study {name!r} in {url}', task.best_metric)
   print(report.write(study, task.best_metric, args.workdir), flush=True)
   return study
 
@@ -122,15 +131,16 @@ class _Objective:
     values = self.space.suggest(trial)
     overrides = self.base_overrides + [self.space[n].override(v) for n, v in values.items()]
     config = space_lib.trial_config(self.config, overrides)
-    workdir = os.path.join(self.args.workdir, 'trials', f'{trial.number:03d}')
+    # A retried trial (its worker was stopped or killed) carries its original's attributes:
+    # it resumes that run from its last checkpoint.
+    workdir = trial.user_attrs.get(report.WORKDIR) or os.path.join(
+        self.args.workdir, 'trials', f'{trial.number:03d}')
     trial.set_user_attr(report.WORKDIR, workdir)
     trial.set_user_attr(report.COMMAND, report.command(
         f'train.{self.task_name}', self.args.config, f'{workdir}_rerun', overrides))
-    metric, maximize = self.task.best_metric, self.task.best_mode == 'max'
-    scores = []
+    metric = self.task.best_metric
 
     def on_eval(step: int, metrics: dict[str, float]) -> None:
-      scores.append(metrics[metric])
       trial.report(metrics[metric], step)
       trial.set_user_attr(report.STEP, step)
       if trial.should_prune():
@@ -140,8 +150,52 @@ class _Objective:
       result = self.train_and_evaluate(config, workdir, hooks=[on_eval])
     except TrainingDiverged as e:  # a bad trial, like one the pruner stops
       raise optuna.TrialPruned(str(e)) from None
+    except Interrupted:  # its step is saved: the next run of the study resumes it
+      study_lib.retry(trial)
+      raise
     trial.set_user_attr(report.TEST, result[f'test_{metric}'])
-    return (max if maximize else min)(scores)
+    return report.best_validation(workdir, metric, self.task.best_mode == 'max')
+
+
+def _run_study(study: optuna.Study, objective, options: study_lib.Options, title: str,
+               metric: str) -> None:
+  """Runs trials until `options.trials` have finished (completed or pruned), counting those of
+  every worker. A trial another worker is running is waited for: if that worker was killed, the
+  trial goes stale after `grace_seconds` without a heartbeat and is run again here."""
+  progress = _progress(options.trials, metric)
+  while True:
+    optuna.storages.fail_stale_trials(study)  # a trial whose worker died is rerun
+    if study_lib.counted_trials(study) < options.trials:
+      print(f'{title}: {study_lib.counted_trials(study)} of {options.trials} trials done or '
+            f'running; {options.sampler} sampler, {options.pruner} pruner.', flush=True)
+      study.optimize(objective, callbacks=[
+          optuna.study.MaxTrialsCallback(options.trials, states=study_lib.COUNTED), progress])
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if study_lib.finished_trials(study) >= options.trials or not running:
+      return
+    print(f'waiting for trial {", ".join(str(t.number) for t in running)}, running elsewhere '
+          f'(or in a killed process, until it has sent no heartbeat for '
+          f'{options.grace_seconds} s).', flush=True)
+    time.sleep(options.heartbeat_seconds)
+
+
+@contextlib.contextmanager
+def _shared_compilations(workdir: str) -> Iterator[None]:
+  """Within the block, every compiled program is kept in WORKDIR/compile_cache: trials that
+  compile the same program (the same shapes; with optim.inject_hyperparams the same up to
+  learning rate and weight decay) load it instead of compiling it again, in this process and in
+  other workers."""
+  settings = {'jax_compilation_cache_dir': os.path.join(os.path.abspath(workdir),
+                                                        'compile_cache'),
+              'jax_persistent_cache_min_compile_time_secs': 0.0}
+  previous = {name: getattr(jax.config, name) for name in settings}
+  for name, value in settings.items():
+    jax.config.update(name, value)
+  try:
+    yield
+  finally:
+    for name, value in previous.items():
+      jax.config.update(name, value)
 
 
 def _progress(total: int, metric: str):

@@ -66,13 +66,15 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
                hooks: Sequence[Callable[[int, dict[str, float]], None]] = (),
                on_log: Callable[[int, dict[str, float]], None] | None = None,
                signals: SignalFlag | None = None,
-               profiler: StepProfiler | None = None) -> tuple[Any, dict[str, float]]:
+               profiler: StepProfiler | None = None, eval_label: str = 'eval'
+               ) -> tuple[Any, dict[str, float]]:
   """Runs steps `start_step + 1 .. total_steps`; returns the state and its last eval metrics.
 
   `train_fn(state, batch, rng)` is the compiled step; `evaluate(state, step)` computes (and may
   write images for) the eval metrics. Every evaluation is saved as a checkpoint with its metrics,
-  and every checkpoint holds `stopper`'s state. A state with NaN or infinite values is neither
-  evaluated nor saved (`Diverged`). With a `parallelism` other than the default jit one over
+  and every checkpoint holds `stopper`'s state; metrics.jsonl labels the evaluations' records
+  with the split `eval_label`. A state with NaN or infinite values is neither evaluated nor
+  saved (`Diverged`). With a `parallelism` other than the default jit one over
   `mesh`, `state` is in its device layout (`parallelism.put_state`) and checkpoints get the
   single-copy layout. Each of `hooks` is called as `hook(step, eval_metrics)` after every
   evaluation has been saved; `on_log(step, means)` sees each logged mean of the train metrics.
@@ -116,7 +118,7 @@ def train_loop(state: Any, *, start_step: int, cadence: Cadence,
         single = parallelism.get_state(state)
         checkpointer.check_finite(step, single)
         eval_metrics = evaluate(state, step)
-        writer.write_scalars(step, 'eval', eval_metrics)
+        writer.write_scalars(step, eval_label, eval_metrics)
         say(f'eval at step {step}: ' + format_metrics(eval_metrics))
         stop = stopper.update(step, eval_metrics) if stopper else False
         checkpointer.save(step, single, metrics=eval_metrics, progress=loop_state())

@@ -40,9 +40,23 @@ def _decay_mask(params):
 
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
                    steps_per_epoch: int) -> optax.GradientTransformation:
-  """The optimizer `config.optim` describes, with gradient clipping first when asked for."""
-  return optimizer_with(config, learning_rate_schedule(config, total_steps, steps_per_epoch),
-                        config.weight_decay)
+  """The optimizer `config.optim` describes, with gradient clipping first when asked for.
+
+  With `inject_hyperparams`, the peak learning rate and the weight decay are held in the
+  optimizer state (`opt_state.hyperparams`) rather than compiled into the step.
+  """
+  if not config.get('inject_hyperparams'):
+    return optimizer_with(config, learning_rate_schedule(config, total_steps, steps_per_epoch),
+                          config.weight_decay)
+  unit = learning_rate_schedule(ml_collections.ConfigDict({**config.to_dict(),
+                                                           'learning_rate': 1.0}),
+                                total_steps, steps_per_epoch)
+
+  def make(learning_rate, weight_decay):
+    return optimizer_with(config, lambda step: learning_rate * unit(step), weight_decay)
+
+  return optax.inject_hyperparams(make)(learning_rate=config.learning_rate,
+                                        weight_decay=config.weight_decay)
 
 
 def optimizer_with(config: ml_collections.ConfigDict, lr: optax.ScalarOrSchedule,

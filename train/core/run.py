@@ -9,8 +9,10 @@ metrics.jsonl and TensorBoard, early stopping, JAX's persistent compilation cach
 closing every resource in `finally`. With `config.data.validation_split` set, evaluations during
 training (and so the best checkpoint, early stopping and tuning) use the validation split, and the
 eval (test) split is evaluated once at the end, with the best checkpoint: the one a user of the
-run gets. Callers observe each evaluation through `hooks` (hyperparameter tuning reports
-intermediate values there; a hook may raise, e.g. `optuna.TrialPruned`, to stop the run).
+run gets. In metrics.jsonl the evaluations during training have split 'validation' ('eval'
+without a validation split, when they are on the eval split) and that final one 'test'. Callers
+observe each evaluation through `hooks` (hyperparameter tuning reports intermediate values there;
+a hook may raise, e.g. `optuna.TrialPruned`, to stop the run).
 """
 
 import dataclasses
@@ -140,7 +142,8 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
         mesh=mesh, rng=streams.train, evaluate=evaluate, checkpointer=checkpointer,
         writer=writer, learning_rate=task.learning_rate, stopper=stopper,
         parallelism=parallelism, hooks=hooks, on_log=task.after_log, signals=signals,
-        profiler=profiling.StepProfiler(profile_steps, workdir, start_step))
+        profiler=profiling.StepProfiler(profile_steps, workdir, start_step),
+        eval_label='validation' if validation else 'eval')
     loop.say(f'Final eval on {metrics["count"]} {selection_split} examples at step '
              f'{checkpointer.latest_step()}: {task.final_report(metrics)} (best '
              f'{task.best_metric} checkpoint: step {checkpointer.best_step()})')

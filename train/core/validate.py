@@ -95,7 +95,8 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
 def _groups(config: ml_collections.ConfigDict, name: str, prefix: str = ''):
   """Every sub-config called `name` (e.g. each network's `optim`), with its dotted path."""
   for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
+    # `search` (train.tune's search space) holds distributions, not values.
+    if isinstance(value, ml_collections.ConfigDict) and key != 'search':
       path = f'{prefix}{key}'
       if key == name:
         yield path, value

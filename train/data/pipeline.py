@@ -9,9 +9,10 @@ every process yields the same number of batches.
 
 import dataclasses
 import functools
+import json
 import logging
 import math
-from typing import Iterator, NamedTuple, Protocol
+from typing import Callable, Iterator, NamedTuple, Protocol
 
 import jax
 import ml_collections
@@ -105,9 +106,11 @@ def make_train_iterator(data_config, *, seed: int, global_batch_size: int,
   """
   config = _complete(data_config)
   source = _source(config)
-  return train_batches(source, config,
-                       lambda augment_key: _preprocessor(source, config, augment_key),
-                       seed=seed, global_batch_size=global_batch_size, start_step=start_step)
+  build = lambda: train_dataset(
+      source, config, lambda augment_key: _preprocessor(source, config, augment_key),
+      seed=seed, global_batch_size=global_batch_size, start_step=start_step)
+  return _reused(build, source, config, 'train', seed, global_batch_size,
+                 start_step).as_numpy_iterator()
 
 
 def train_batches(source: 'Source', config, preprocessor, *, seed: int, global_batch_size: int,
@@ -115,6 +118,14 @@ def train_batches(source: 'Source', config, preprocessor, *, seed: int, global_b
   """`make_train_iterator` for any task: `preprocessor(augment_key)` returns the function
   (example, position) -> features that decodes and augments one example of `source`; `config`
   has the fields `train_split`, `shards` and `shuffle_buffer`."""
+  return train_dataset(source, config, preprocessor, seed=seed,
+                       global_batch_size=global_batch_size,
+                       start_step=start_step).as_numpy_iterator()
+
+
+def train_dataset(source: 'Source', config, preprocessor, *, seed: int, global_batch_size: int,
+                  start_step: int = 0) -> tf.data.Dataset:
+  """The dataset `train_batches` iterates."""
   _local_batch_size(global_batch_size)
   count = jax.process_count()
   shards = config.shards or count
@@ -129,7 +140,7 @@ def train_batches(source: 'Source', config, preprocessor, *, seed: int, global_b
              for shard in range(first, first + per_process)]
   ds = streams[0] if per_process == 1 else tf.data.Dataset.zip(tuple(streams)).map(
       lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
-  return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _shard_stream(source: 'Source', config, preprocessor, seed: int, shard: int, shards: int,
@@ -171,14 +182,23 @@ def make_eval_iterator(data_config, *, global_batch_size: int, split: str | None
   """
   config = _complete(data_config)
   source = _source(config)
-  return eval_batches(source, config, _preprocessor(source, config),
-                      global_batch_size=global_batch_size, split=split or config.eval_split)
+  split = split or config.eval_split
+  build = lambda: eval_dataset(source, config, _preprocessor(source, config),
+                               global_batch_size=global_batch_size, split=split)
+  return _reused(build, source, config, 'eval', split, global_batch_size).as_numpy_iterator()
 
 
 def eval_batches(source: 'Source', config, preprocess, *, global_batch_size: int,
                  split: str) -> Iterator[dict[str, np.ndarray]]:
   """`make_eval_iterator` for any task: `preprocess(example)` decodes one example of `source`
   (it must not return a 'mask' key)."""
+  return eval_dataset(source, config, preprocess, global_batch_size=global_batch_size,
+                      split=split).as_numpy_iterator()
+
+
+def eval_dataset(source: 'Source', config, preprocess, *, global_batch_size: int,
+                 split: str) -> tf.data.Dataset:
+  """The dataset `eval_batches` iterates."""
   batch_size = _local_batch_size(global_batch_size)
   num_batches = math.ceil(source.num_examples(split) / global_batch_size)
   raw = source.read(split, jax.process_index(), jax.process_count())
@@ -187,7 +207,27 @@ def eval_batches(source: 'Source', config, preprocess, *, global_batch_size: int
   padding = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)
   ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
   ds = ds.take(num_batches * batch_size).batch(batch_size)
-  return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# Built datasets by what they are a function of. Building one traces its Python functions into
+# TensorFlow graphs and opens the source's files, which costs more than a small dataset's pass:
+# a run evaluating every epoch, and the trials of a search, build each one once per process.
+_DATASETS: dict[tuple, tuple['Source', tf.data.Dataset]] = {}
+_MAX_DATASETS = 16
+
+
+def _reused(build: Callable[[], tf.data.Dataset], source: 'Source', config, *args
+            ) -> tf.data.Dataset:
+  """`build()`, or what it returned before for the same source object (one built anew gives new
+  datasets), completed config (by its text), `args` and place of this process."""
+  key = (id(source), json.dumps(config.to_dict(), sort_keys=True, default=repr), *args,
+         jax.process_index(), jax.process_count())
+  if key not in _DATASETS:
+    if len(_DATASETS) >= _MAX_DATASETS:
+      del _DATASETS[next(iter(_DATASETS))]  # the oldest
+    _DATASETS[key] = (source, build())  # the source kept alive, so its id stays its own
+  return _DATASETS[key][1]
 
 
 def preprocess_for_prediction(data_config, image: bytes | np.ndarray) -> np.ndarray:

@@ -56,16 +56,9 @@ def optimizer(config: ml_collections.ConfigDict, total_steps: int,
               steps_per_epoch: int) -> optax.GradientTransformation:
   """`config.optim`'s optimizer and schedule, with the peak learning rate and the weight decay
   as hyperparameters held in the optimizer state."""
-  unit = optim.learning_rate_schedule(
-      ml_collections.ConfigDict({**config.optim.to_dict(), 'learning_rate': 1.0}),
+  return optim.make_optimizer(
+      ml_collections.ConfigDict({**config.optim.to_dict(), 'inject_hyperparams': True}),
       total_steps, steps_per_epoch)
-
-  def make(learning_rate, weight_decay):
-    return optim.optimizer_with(config.optim, lambda step: learning_rate * unit(step),
-                                weight_decay)
-
-  return optax.inject_hyperparams(make)(learning_rate=config.optim.learning_rate,
-                                        weight_decay=config.optim.weight_decay)
 
 
 def init(model, tx: optax.GradientTransformation, rng: jax.Array, input_shape,
@@ -91,10 +84,11 @@ def eval_step(state: TrainState, batch):
   return jax.vmap(classify.eval_step, in_axes=(0, None))(state, batch)
 
 
-def train(config: ml_collections.ConfigDict, population: Population
+def train(config: ml_collections.ConfigDict, population: Population, *, test: bool = False
           ) -> list[dict[str, float]]:
   """Trains the population for `config`'s duration; returns each trial's best evaluation on the
-  validation split (eval split without one) by the classifier's accuracy, with its 'step'."""
+  validation split (eval split without one) by the classifier's accuracy, with its 'step'. With
+  `test`, each trial's best state is also scored on the eval split ('test_accuracy', ...)."""
   info = input_pipeline.get_dataset_info(config.data)
   steps_per_epoch = max(1, info.num_train // config.batch_size)
   total = config.num_steps or max(1, round(config.num_epochs * steps_per_epoch))
@@ -110,25 +104,40 @@ def train(config: ml_collections.ConfigDict, population: Population
   smoothing = jnp.asarray(population.label_smoothing)
   batches = input_pipeline.make_train_iterator(config.data, seed=config.seed,
                                                global_batch_size=config.batch_size)
+  split = input_pipeline.validation_split(config.data)
   best = [{'accuracy': -1.0} for _ in range(population.size)]
+  best_state = None  # each trial's state at its best evaluation, kept only for `test`
   for step in range(1, total + 1):
     state, _ = step_fn(state, next(batches), jax.random.fold_in(train_rng, step - 1), smoothing)
     if step % eval_every == 0 or step == total:
-      for trial, metrics in enumerate(_evaluate(eval_fn, state, config, population.size)):
+      improved = np.zeros(population.size, bool)
+      for trial, metrics in enumerate(_evaluate(eval_fn, state, config, split)):
         if metrics['accuracy'] > best[trial]['accuracy']:
           best[trial] = metrics | {'step': step}
+          improved[trial] = True
+      if test:  # copies: the next step donates `state`'s buffers
+        best_state = _select(improved, state, state if best_state is None else best_state)
+  if test:
+    for trial, metrics in enumerate(_evaluate(eval_fn, best_state, config,
+                                              config.data.eval_split)):
+      best[trial] |= {f'test_{name}': value for name, value in metrics.items()}
   return best
 
 
-def _evaluate(eval_fn, state, config, k: int) -> Iterator[dict[str, float]]:
-  split = input_pipeline.validation_split(config.data)
+def _select(which: np.ndarray, new: TrainState, old: TrainState) -> TrainState:
+  """Per trial, `new`'s state where `which` is True, else `old`'s."""
+  return jax.tree.map(
+      lambda a, b: jnp.where(which.reshape(-1, *[1] * (a.ndim - 1)), a, b), new, old)
+
+
+def _evaluate(eval_fn, state, config, split: str | None) -> Iterator[dict[str, float]]:
   totals = None
   for batch in input_pipeline.make_eval_iterator(config.data, split=split,
                                                  global_batch_size=config.eval_batch_size):
     sums = eval_fn(state, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
-  for trial in range(k):
+  for trial in range(len(totals['count'])):
     count = totals['count'][trial]
     yield {name: float(values[trial] / count) for name, values in totals.items()
            if name != 'count'}

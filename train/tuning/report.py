@@ -2,6 +2,7 @@
 figure and command line, and Optuna's plots as PNG."""
 
 import csv
+import json
 import logging
 import os
 import shlex
@@ -30,6 +31,14 @@ def _value(trial: optuna.trial.FrozenTrial, maximize: bool) -> float | None:
   if trial.value is not None:
     return trial.value
   return (max if maximize else min)(trial.intermediate_values.values(), default=None)
+
+
+def best_validation(workdir: str, metric: str, maximize: bool) -> float:
+  """The best validation `metric` of a finished run's evaluations, as its metrics.jsonl has
+  them (a resumed run's file holds the evaluations from before the restart too)."""
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    scores = [r[metric] for r in map(json.loads, f) if r['split'] == 'validation']
+  return (max if maximize else min)(scores)
 
 
 def table(study: optuna.Study, metric: str) -> list[dict[str, object]]:
@@ -64,9 +73,10 @@ def write(study: optuna.Study, metric: str, workdir: str) -> str:
   complete = [t for t in finished(study) if t.state == optuna.trial.TrialState.COMPLETE]
   if complete:
     best = complete[0]
+    where = f', in {best.user_attrs[WORKDIR]}' if WORKDIR in best.user_attrs else ''
     lines.append(f'Best trial {best.number}: validation {metric} {best.value:.4f}, test '
                  f'{metric} {best.user_attrs.get(TEST, float("nan")):.4f} (best validation '
-                 f'checkpoint, in {best.user_attrs[WORKDIR]}).')
+                 f'checkpoint{where}).')
     lines.append('Reproduce it: ' + best.user_attrs[COMMAND])
   lines += plot(study, workdir)
   return '\n'.join(lines)

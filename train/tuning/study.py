@@ -3,18 +3,20 @@
 The default storage is an SQLite file in the workdir, so running the same command again
 continues the study. Running trials send a heartbeat; a trial whose process died (no heartbeat
 for `grace_seconds`) is marked failed when a worker next starts a trial, and Optuna's
-RetryFailedTrialCallback enqueues it again with the same parameters.
+RetryHeartbeatStaleTrialCallback enqueues it again with the same parameters.
 """
 
 import dataclasses
 import os
+import warnings
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from train.core.errors import UserError
 from train.tuning.space import Space
 
+MODES = ('trials', 'population')
 SAMPLERS = ('grid', 'random', 'bayes')
 PRUNERS = ('none', 'median', 'hyperband')
 # States that count towards --tune.trials: failed trials are rerun instead.
@@ -22,10 +24,25 @@ COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
            optuna.trial.TrialState.RUNNING)
 
 
+
+
+def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+  """Enqueues a failed trial again with its parameters and user attributes (its workdir), twice
+  at most."""
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+    callback = RetryHeartbeatStaleTrialCallback(max_retry=2)
+  callback(study, trial)
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
   """The --tune.* flags."""
   task: str = 'classify'  # the train.<task> entry point each trial runs
+  # 'trials': one run per trial; 'population': `population` classifier trials at a time,
+  # trained as one program (train/tuning/population_study.py).
+  mode: str = 'trials'
+  population: int = 4
   sampler: str = 'bayes'
   trials: int = 20
   pruner: str = 'median'
@@ -37,6 +54,11 @@ class Options:
 
 
 def check_options(options: Options, space: Space) -> None:
+  if options.mode not in MODES:
+    raise UserError(f'--tune.mode={options.mode!r}: use one of {", ".join(MODES)}.')
+  if options.population < 1:
+    raise UserError(f'--tune.population={options.population}: train at least one trial at a '
+                    'time.')
   if options.sampler not in SAMPLERS:
     raise UserError(f'--tune.sampler={options.sampler!r}: use one of {", ".join(SAMPLERS)}.')
   if options.pruner not in PRUNERS:
@@ -66,7 +88,7 @@ def open_storage(url: str, options: Options) -> RDBStorage:
     return RDBStorage(url, engine_kwargs=engine_kwargs,
                       heartbeat_interval=options.heartbeat_seconds,
                       grace_period=options.grace_seconds,
-                      failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
+                      heartbeat_stale_trial_callback=_retry)
   except Exception as e:  # pylint: disable=broad-except  (drivers raise many types; all fixable)
     reason = f'{type(e).__name__}: {e}'.splitlines()[0]
     raise UserError(f'--tune.storage={url!r} cannot be opened ({reason}): give a database URL '
@@ -98,6 +120,16 @@ def load_or_create(storage: RDBStorage, name: str, space: Space, metric: str, di
 
 def counted_trials(study: optuna.Study) -> int:
   return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+
+def finished_trials(study: optuna.Study) -> int:
+  return len(study.get_trials(deepcopy=False, states=COUNTED[:2]))
+
+
+def retry(trial: optuna.Trial) -> None:
+  """Enqueues `trial`, about to fail, again as a trial of a dead worker is (see open_storage)."""
+  _retry(trial.study, next(t for t in trial.study.get_trials(deepcopy=False)
+                           if t.number == trial.number))
 
 
 def _sampler(options: Options, space: Space) -> optuna.samplers.BaseSampler:
