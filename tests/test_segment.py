@@ -1,5 +1,6 @@
 """Semantic segmentation: the models, aligned augmentation, the metrics, the mask folder's
-checks, and short runs (a mask folder, then predict; oxford_iiit_pet under mock data)."""
+checks, and short runs (a mask folder, then predict; the same run on 1 or 4 devices and under
+jit or pmap; bfloat16 with gradient accumulation; oxford_iiit_pet under mock data)."""
 
 import os
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from conftest import assert_same_run, checkpoint_params, read_metrics, train_task
 from PIL import Image
 
 import zoo
@@ -180,11 +182,7 @@ def test_colour_masks_map_through_the_palette(tmp_path):
 def test_a_mask_folder_trains_and_predict_writes_masks_and_overlays(tiny_config, tmp_path,
                                                                     capsys):
   root = _folder(tmp_path / 'data', count=12)
-  config = tiny_config('configs/digits_segment.py:tiny', batch_size=4, eval_batch_size=4,
-                       num_steps=4, num_shown=2)
-  config.data = _folder_data(root, shards=4, augment=dict(flip=True, scale=(0.8, 1.25)))
-  config.eval_every_epochs = config.checkpoint_every_epochs = 1.0  # 8 // 4 = 2 steps
-  final = segment.train_and_evaluate(config, str(tmp_path / 'run'))
+  final = segment.train_and_evaluate(_folder_config(tiny_config, root), str(tmp_path / 'run'))
   assert final['count'] == 4
   assert 0 <= final['mean_iou'] <= 1 and 0 <= final['pixel_accuracy'] <= 1
   assert np.isfinite(final['checkerboard_db']) and final['checkerboard_db_truth'] < 0
@@ -198,6 +196,40 @@ def test_a_mask_folder_trains_and_predict_writes_masks_and_overlays(tiny_config,
     assert mask.mode == 'L' and mask.size == (16, 16) and np.asarray(mask).max() <= 2
   with Image.open(tmp_path / 'out' / 'pic0_overlay.png') as overlay:
     assert overlay.mode == 'RGB' and overlay.size == (16, 16)
+
+
+def _folder_config(tiny_config, root, **changes):
+  """The tiny recipe on the mask folder at `root` (8 train, 4 eval 16x16 images): 4 steps,
+  evaluated at steps 2 and 4."""
+  fields = dict(batch_size=4, eval_batch_size=4, num_steps=4, num_shown=2) | changes
+  config = tiny_config('configs/digits_segment.py:tiny', **fields)
+  config.data = _folder_data(root, shards=4, augment=dict(flip=True, scale=(0.8, 1.25)))
+  config.eval_every_epochs = config.checkpoint_every_epochs = 2 * config.batch_size / 8
+  return config
+
+
+def test_one_or_four_devices_and_jit_or_pmap_give_the_same_run(tiny_config, tmp_path,
+                                                               monkeypatch):
+  # As tests/test_scale_out.py does for the other tasks, on a 16x16 mask folder to stay cheap.
+  root = _folder(tmp_path / 'data', count=12)
+  make = lambda **changes: _folder_config(tiny_config, root, **changes)
+  train_task(segment, make(), tmp_path / 'four')
+  train_task(segment, make(), tmp_path / 'one', monkeypatch, devices=1)
+  train_task(segment, make(parallelism='pmap'), tmp_path / 'pmap')
+  assert_same_run(tmp_path / 'four', tmp_path / 'one')
+  assert_same_run(tmp_path / 'four', tmp_path / 'pmap')
+
+
+def test_bfloat16_with_accumulation_trains_float32_parameters(tiny_config, tmp_path):
+  # The U-Net's BatchNorm normalizes each micro-batch by its own statistics, so two
+  # micro-batches do not update exactly as the whole batch: no same-run check here.
+  root = _folder(tmp_path / 'data', count=12)
+  train_task(segment, _folder_config(tiny_config, root, batch_size=8, grad_accum_steps=2,
+                                     dtype='bfloat16'), tmp_path / 'both')
+  losses = [r['loss'] for r in read_metrics(tmp_path / 'both', 'train')]
+  assert losses and all(np.isfinite(losses))
+  _, params = checkpoint_params(tmp_path / 'both')
+  assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype(np.float32)}
 
 
 def _mock_pets(builder, split, decoders=None, **kwargs):

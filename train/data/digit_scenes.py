@@ -66,13 +66,13 @@ def scenes(split: str):
       np.arange(len(data.images)), test_size=digits.TEST_FRACTION, stratify=data.target,
       random_state=0)
   indices = train_idx if split == 'train' else test_idx
-  photos = sk_datasets.load_sample_images().images
-  windows = [(p, top, left) for p, photo in enumerate(photos)
-             for top, left in photos.patch_corners(photo.shape[:2], split)]
+  images = sk_datasets.load_sample_images().images
+  windows = [(p, top, left) for p, image in enumerate(images)
+             for top, left in photos.patch_corners(image.shape[:2], split)]
   rng = np.random.default_rng(_SEEDS[split])
   for _ in range(NUM_EXAMPLES[split]):
     p, top, left = windows[rng.integers(len(windows))]
-    background = photos[p][top:top + SIZE, left:left + SIZE]
+    background = images[p][top:top + SIZE, left:left + SIZE]
     chosen = rng.choice(indices, rng.integers(_DIGITS_PER_SCENE[0], _DIGITS_PER_SCENE[1] + 1))
     yield compose(background, [(data.images[i] / 16.0, int(data.target[i])) for i in chosen], rng)
 
