@@ -82,13 +82,16 @@ class ClassifyTask(Task):
     if source_dir and pretrained:
       raise UserError(f'config.transfer: init_from={source_dir!r} and pretrained={pretrained!r} '
                       'both set; start from one of them.')
-    # Pretrained weights decide how the input is preprocessed, which the data pipeline needs
-    # before `build`: the file is read once, here, and its variables kept for `warm_start`.
+    # Pretrained weights (or a run started from them) decide how the input is preprocessed,
+    # which the data pipeline needs before `build`: the file is read once, here, and its
+    # variables kept for `warm_start`.
     self._pretrained_variables, self._input_report = None, ''
     if pretrained:
       weights = transfer.load_pretrained(pretrained)
       self._pretrained_variables = weights.variables
       config, self._input_report = transfer.follow_pretrained_input(config, weights.config)
+    elif source_dir:
+      config, self._input_report = transfer.follow_source_input(config, source_dir)
     super().__init__(config)
 
   def build(self, info, length: Length, ctx: StepContext) -> None:

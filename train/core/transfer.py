@@ -22,6 +22,7 @@ import ml_collections
 from flax import traverse_util
 
 import zoo
+from train.core import trained
 from train.core.errors import UserError
 from zoo.transfer import HEAD, transfer_variables
 
@@ -74,6 +75,10 @@ def load_pretrained(spec: str) -> Pretrained:
   return Pretrained(variables, config)
 
 
+# The `config.data` fields that say how images are preprocessed for pretrained weights.
+INPUT_FIELDS = ('normalization', 'mean', 'std', 'bgr', 'crop_fraction', 'interpolation')
+
+
 def follow_pretrained_input(config: ml_collections.ConfigDict, weights: zoo.PretrainedConfig
                             ) -> tuple[ml_collections.ConfigDict, str]:
   """A copy of `config` whose `data` preprocesses as `weights` expect; and a report line.
@@ -92,14 +97,30 @@ def follow_pretrained_input(config: ml_collections.ConfigDict, weights: zoo.Pret
                      std=tuple(preprocessing.std[order]), bgr=preprocessing.bgr,
                      crop_fraction=weights.crop_pct, interpolation=weights.interpolation,
                      image_size=tuple(config.data.image_size) or weights.input_size[:2])
-  height, width = config.data.image_size
-  report = (f'Input as the pretrained weights expect ({weights.input_size[0]}x'
-            f'{weights.input_size[1]} in training): shorter side resized to '
-            f'{math.floor(min(height, width) / weights.crop_pct)} ({weights.interpolation}), '
-            f'centre {height}x{width} cropped, normalized by mean {_rounded(config.data.mean)} '
-            f'and std {_rounded(config.data.std)}'
-            f'{", then channels reversed to BGR" if preprocessing.bgr else ""}')
-  return config, report
+  size = 'x'.join(map(str, weights.input_size[:2]))
+  return config, (f'Input as the pretrained weights expect ({size} in their training): '
+                  f'{_describe(config.data)}')
+
+
+def follow_source_input(config: ml_collections.ConfigDict, source_dir: str
+                        ) -> tuple[ml_collections.ConfigDict, str]:
+  """`config` (a copy) preprocessing as the run in `source_dir` did, if that run started from
+  pretrained weights (a fine-tuning run after a frozen one); otherwise `config` as it is.
+  A report line, or ''."""
+  source = trained.saved_config(source_dir)
+  if source is None or not source.transfer.get('pretrained'):
+    return config, ''
+  config = copy.deepcopy(config)
+  config.data.update({field: source.data[field] for field in INPUT_FIELDS})
+  return config, f'Input as {source_dir} preprocessed it: {_describe(config.data)}'
+
+
+def _describe(data: ml_collections.ConfigDict) -> str:
+  height, width = data.image_size
+  return (f'shorter side resized to {math.floor(min(height, width) / data.crop_fraction)} '
+          f'({data.interpolation}), centre {height}x{width} cropped, normalized by mean '
+          f'{_rounded(data.mean)} and std {_rounded(data.std)}'
+          f'{", then channels reversed to BGR" if data.bgr else ""}')
 
 
 def _rounded(values: tuple[float, ...]) -> str:

@@ -51,8 +51,12 @@ def family(name: str, required: bool = True) -> ModuleType | None:
 
 
 def abstract_variables(model: nn.Module, name: str) -> dict[str, Any]:
-  """The shapes of `model`'s variables on its registered input shape (no FLOPs, no memory)."""
-  x = jax.ShapeDtypeStruct((1, *model_info(name).input_shape), jnp.float32)
+  """The shapes of `model`'s variables on its registered input shape, or on its `image_size`
+  where that is a field (a ViT's position embeddings follow it), without FLOPs or memory."""
+  shape = model_info(name).input_shape
+  if isinstance(getattr(model, 'image_size', None), int):
+    shape = (model.image_size, model.image_size, shape[-1])
+  x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
   return jax.eval_shape(lambda x: model.init(rngs, x, train=False), x)
 
