@@ -67,9 +67,10 @@ def test_vit_avg_pool_without_class_token_from_timm(tmp_path):
                                           embed_dim=48, num_classes=10, class_token=False,
                                           global_pool='avg'))
   check_torch(tmp_path, 'vit_tiny_patch16_224', ref, 32, 'timm', depth=1, width=48)
-  model, _ = zoo.load_pretrained('vit_tiny_patch16_224', tmp_path / 'vit_tiny_patch16_224'
-                                 '.safetensors', depth=1, width=48)
+  model, _, config = zoo.load_pretrained('vit_tiny_patch16_224', tmp_path / 'vit_tiny_patch16_224'
+                                         '.safetensors', depth=1, width=48, with_config=True)
   assert (model.class_token, model.global_pool, model.image_size) == (False, 'avg', 32)
+  assert config.input_size == (32, 32, 3)  # the weights' image size, for their preprocessing
 
 
 # ConvNeXt: narrow stages of (1, 1, 2, 1) blocks on 32×32 images. The sizes share one mapping,
