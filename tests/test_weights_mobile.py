@@ -8,11 +8,10 @@ one random batch: the logits must agree to 1e-4 × max(1, max |logit|)
 (tests/reference_weights.py). Inputs are 64×64, so every stride-2 conv sees an even input and the
 padding styles (PyTorch's symmetric, TensorFlow's SAME) differ.
 
-Variable shapes do not depend on the input size, so each model's abstract variables are traced
-once (`jax.eval_shape`, 224×224) for its parameter count and reused as the conversion target.
+Parameter counts come from the variables' shapes (`jax.eval_shape`, 224×224), without
+allocating them.
 """
 
-import functools
 import math
 
 import jax
@@ -46,9 +45,8 @@ TORCHVISION_COUNTS = {
 }
 
 
-@functools.cache
 def _abstract_variables(name: str):
-  """Shapes of the default model's variables, traced once per model for the whole file."""
+  """Shapes of the default model's variables."""
   model = zoo.create_model(name)
   return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                         jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32))
