@@ -27,6 +27,11 @@ def data(**overrides) -> ml_collections.ConfigDict:
       # eval_split.
       validation_split=None,
       image_size=(16, 16),  # (height, width) to resize to; () keeps the dataset's own size.
+      # How images are brought to image_size: 0 resizes the whole image to it; a fraction in
+      # (0, 1] resizes the shorter side to image_size / crop_fraction, keeping the aspect ratio,
+      # and keeps the centre image_size (the eval transform of torchvision and timm, 0.875).
+      crop_fraction=0.0,
+      interpolation='bilinear',  # of that resize: 'bilinear', 'bicubic', 'area', 'nearest', ...
       shuffle_buffer=10_000,
       # Training streams; 0: one per process. A fixed number makes the batches (and so the
       # results) the same whatever the number of processes that divides it.
@@ -36,6 +41,7 @@ def data(**overrides) -> ml_collections.ConfigDict:
       normalization='featurewise',
       mean=(),  # Per channel, on the [0, 1] scale, for 'per_channel'.
       std=(),
+      bgr=False,  # Hand the model BGR channels (Keras' 'caffe' weights); mean and std stay RGB.
       augment=dict(AUGMENT),
       folder_test_fraction=0.2,  # For folders without train/ and test/ subfolders.
       classes=(),  # Labels to keep, e.g. (0, 1, ..., 8); () keeps every class.

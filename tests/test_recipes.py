@@ -34,6 +34,8 @@ def _docstring(path: str) -> str:
 
 
 def _shape(config) -> tuple[int, int, int]:
+  if config.data.dataset.startswith('folder:'):  # the user's photos, at the recipe's size
+    return (*config.data.image_size, 3)
   channels = SHAPES[config.data.dataset][-1]
   size = tuple(config.data.image_size) or SHAPES[config.data.dataset][:2]
   return (*size, channels)

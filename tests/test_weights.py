@@ -8,11 +8,18 @@ of the mapping only (every key used, every shape right) on state dicts built on 
 device, which allocates nothing.
 """
 
-import functools
-
 import jax
 import numpy as np
 import pytest
+from reference_weights import (
+  check_file,
+  images,
+  keras_logits,
+  randomize_keras,
+  randomize_torch,
+  save_torch,
+  torch_logits,
+)
 
 import zoo
 from zoo import weights
@@ -22,42 +29,13 @@ torch = pytest.importorskip('torch')
 torchvision = pytest.importorskip('torchvision')
 
 
-def assert_logits_match(got, want, label):
-  got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
-  assert got.shape == want.shape, (got.shape, want.shape)
-  diff, largest = float(np.abs(got - want).max()), float(np.abs(want).max())
-  scale = max(1.0, largest)
-  print(f'\n{label}: max|diff| {diff:.2e}, max|logit| {largest:.3g}')
-  assert diff <= 1e-4 * scale, f'{label}: max|diff| {diff} > 1e-4 x {scale}'
-
-
-def randomize_torch(model, seed=0):
-  """Random weights, BatchNorm affine parameters and running statistics; eval mode."""
-  torch.manual_seed(seed)
-  with torch.no_grad():
-    for module in model.modules():
-      if isinstance(module, torch.nn.BatchNorm2d):
-        module.weight.uniform_(0.5, 1.5)
-        module.bias.uniform_(-0.5, 0.5)
-        module.running_mean.uniform_(-0.5, 0.5)
-        module.running_var.uniform_(0.5, 2.0)
-  return model.eval()
-
-
-def torch_logits(model, x):
-  with torch.no_grad():
-    return model(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-
-
-def images(size, channels=3, seed=0):
-  return np.random.default_rng(seed).normal(size=(2, size, size, channels)).astype(np.float32)
-
-
 def check_torch_file(name, reference, path, size, label, **load_kwargs):
+  """The reference saved as `path` (unless it exists) loads and matches on a `size` batch."""
+  if not path.exists():
+    save_torch(reference, path)
   x = images(size)
-  model, variables = zoo.load_pretrained(name, path, **load_kwargs)
-  got = jax.jit(functools.partial(model.apply, train=False))(variables, x)
-  assert_logits_match(got, torch_logits(reference, x), label)
+  model, variables, _ = check_file(name, path, x, torch_logits(reference, x), label,
+                                   **load_kwargs)
   return model, variables
 
 
@@ -73,11 +51,28 @@ def test_torchvision_resnet(tmp_path, name):
 
 def test_timm_resnet_safetensors(tmp_path):
   timm = pytest.importorskip('timm')
-  safetensors_torch = pytest.importorskip('safetensors.torch')
   reference = randomize_torch(timm.create_model('resnet34', pretrained=False, num_classes=7))
-  path = tmp_path / 'resnet34.safetensors'
-  safetensors_torch.save_file(reference.state_dict(), str(path))
-  check_torch_file('resnet34', reference, path, 64, 'resnet34 timm .safetensors')
+  check_torch_file('resnet34', reference, tmp_path / 'resnet34.safetensors', 64,
+                   'resnet34 timm .safetensors')
+
+
+def test_timm_resnet_pth_reads_as_torchvisions_and_converts_identically(tmp_path):
+  """timm's and torchvision's ResNets have the same keys, shapes and computation, so a timm
+  `.pth` cannot be told from a torchvision one: it loads as torchvision's (bilinear resize in
+  its preprocessing), with the same logits; `source='timm'` gives timm's preprocessing."""
+  timm = pytest.importorskip('timm')
+  reference = randomize_torch(timm.create_model('resnet18', pretrained=False, num_classes=7))
+  twin = torchvision.models.resnet18(num_classes=7).eval()
+  twin.load_state_dict(reference.state_dict())  # strict: the same keys and shapes
+  x = images(64)
+  np.testing.assert_array_equal(torch_logits(twin, x), torch_logits(reference, x))
+  path = save_torch(reference, tmp_path / 'resnet18_timm.pth')
+  _, variables, config = check_file('resnet18', path, x, torch_logits(reference, x),
+                                    'resnet18 timm .pth')
+  assert config.interpolation == 'bilinear'  # torchvision's
+  _, forced, config = zoo.load_pretrained('resnet18', path, source='timm', with_config=True)
+  assert config.interpolation == 'bicubic'
+  jax.tree.map(np.testing.assert_array_equal, forced, variables)
 
 
 def narrow_classifier(reference, dense_indices, in_features, width, classes):
@@ -141,36 +136,16 @@ def keras():
   return keras
 
 
-def randomize_keras(model, seed=0):
-  """Random BatchNorm parameters and statistics, He-scaled kernels (activations keep their
-  scale through VGG's 16 layers) and random biases (Keras starts them at zero, which would leave
-  the conv-bias mapping untested)."""
-  rng = np.random.default_rng(seed)
-  for layer in model.layers:
-    kind = type(layer).__name__
-    if kind == 'BatchNormalization':
-      gamma, beta, mean, var = layer.get_weights()
-      layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.uniform(-0.5, 0.5, beta.shape),
-                         rng.uniform(-0.5, 0.5, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
-    elif kind in ('Conv2D', 'Dense'):
-      kernel, bias = layer.get_weights()
-      std = np.sqrt(2 / np.prod(kernel.shape[:-1]))
-      layer.set_weights([rng.normal(0, std, kernel.shape), rng.uniform(-0.1, 0.1, bias.shape)])
-  return model
-
-
 @pytest.mark.parametrize('name, application', [('resnet50', 'ResNet50'), ('vgg16', 'VGG16')])
 def test_keras_both_file_formats(tmp_path, keras, name, application):
   reference = randomize_keras(getattr(keras.applications, application)(
       weights=None, input_shape=(64, 64, 3), classes=10, classifier_activation=None))
   x = images(64)
-  want = np.asarray(reference(x, training=False))
+  want = keras_logits(reference, x)
   reference.save_weights(tmp_path / f'{name}.weights.h5')  # Keras 3: variables by layer index
   reference.save(tmp_path / f'{name}.h5')  # legacy: weights by layer and weight name
   for file in (f'{name}.weights.h5', f'{name}.h5'):
-    model, variables, config = zoo.load_pretrained(name, tmp_path / file, with_config=True)
-    got = jax.jit(functools.partial(model.apply, train=False))(variables, x)
-    assert_logits_match(got, want, f'{name} keras {file}')
+    model, _, config = check_file(name, tmp_path / file, x, want, f'{name} keras {file}')
     assert config.preprocessing == zoo.pretrained_config(name, 'keras').preprocessing
   if name == 'resnet50':
     assert (model.stride_in_1x1, model.conv_bias, model.bn_epsilon) == (True, True, 1.001e-5)

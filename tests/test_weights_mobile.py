@@ -2,25 +2,33 @@
 match their reference models.
 
 For every (model, source) pair the reference is built with seeded random weights (BatchNorm
-statistics randomized too), its tensors are converted by the family's `overrides` and `rule`
-through `map_variables`, and both run in eval mode on one random batch: the logits must agree to
-1e-4 × max(1, max |logit|). Inputs are 64×64, so every stride-2 conv sees an even input and the
+statistics randomized too), saved in its source's file format (torchvision .pth, timm
+.safetensors, Keras .weights.h5), loaded with `zoo.load_pretrained`, and both run in eval mode on
+one random batch: the logits must agree to 1e-4 × max(1, max |logit|)
+(tests/reference_weights.py). Inputs are 64×64, so every stride-2 conv sees an even input and the
 padding styles (PyTorch's symmetric, TensorFlow's SAME) differ.
 
-Variable shapes do not depend on the input size, so each model's abstract variables are traced
-once (`jax.eval_shape`, 224×224) for its parameter count and reused as the conversion target.
+Parameter counts come from the variables' shapes (`jax.eval_shape`, 224×224), without
+allocating them.
 """
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference_weights import (
+  check_file,
+  images,
+  keras_logits,
+  randomize_keras,
+  randomize_torch,
+  save_torch,
+  torch_logits,
+)
 
 import zoo
-from zoo import weights
 from zoo.weights import efficientnet as efficientnet_weights
 from zoo.weights import mapping
 from zoo.weights import mobilenet as mobilenet_weights
@@ -37,9 +45,8 @@ TORCHVISION_COUNTS = {
 }
 
 
-@functools.cache
 def _abstract_variables(name: str):
-  """Shapes of the default model's variables, traced once per model for the whole file."""
+  """Shapes of the default model's variables."""
   model = zoo.create_model(name)
   return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                         jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32))
@@ -52,117 +59,44 @@ def test_param_counts_are_torchvisions(name):
   assert params['head']['kernel'].shape[-1] == 1000
 
 
-def _images(seed: int = 0) -> np.ndarray:
-  return np.random.default_rng(seed).normal(size=(2, SIZE, SIZE, 3)).astype(np.float32)
-
-
-def _zoo_logits(name, source, tensors, images):
-  """Converts `tensors` onto the zoo model `name` and runs it on NHWC `images`."""
-  model, variables = weights.convert(name, tensors, source)
+def _torch_pair(tmp_path, name, source, make_reference):
+  reference = randomize_torch(make_reference())
+  x = images(SIZE)
+  path = save_torch(reference, tmp_path / (f'{name}.pth' if source == 'torchvision'
+                                           else f'{name}.safetensors'))
+  model, _, _ = check_file(name, path, x, torch_logits(reference, x), f'{name} {source}')
   assert model.num_classes == 1000  # read from the head, as the default
-  return np.asarray(_eval_apply(model)(variables, images))
-
-
-@functools.cache
-def _eval_apply(model):
-  # One compilation per distinct configuration (sources with the same settings share it).
-  return jax.jit(functools.partial(model.apply, train=False))
-
-
-def _assert_match(ours, reference):
-  assert ours.shape == reference.shape
-  assert reference.std() > 0.1  # the random reference is not degenerate
-  diff = np.abs(ours - reference).max()
-  print(f'max |diff| {diff:.3g}, max |logit| {np.abs(reference).max():.3g}')
-  assert diff <= 1e-4 * max(1.0, np.abs(reference).max())
-
-
-def _randomize_torch(model):
-  """Random BatchNorm parameters and statistics, biases and Linear weights; eval mode."""
-  import torch
-  with torch.no_grad():
-    for module in model.modules():
-      if isinstance(module, torch.nn.BatchNorm2d):
-        module.weight.uniform_(0.5, 1.5)
-        module.bias.uniform_(-0.5, 0.5)
-        module.running_mean.uniform_(-0.5, 0.5)
-        module.running_var.uniform_(0.5, 2)
-      elif isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
-        if isinstance(module, torch.nn.Linear):  # logits of order 1, not torchvision's 0.01
-          module.weight.normal_(0, module.in_features ** -0.5)
-        if module.bias is not None:
-          module.bias.uniform_(-0.1, 0.1)
-  return model.eval()
-
-
-def _torch_pair(name, source, make_reference):
-  import torch
-  torch.manual_seed(0)
-  reference = _randomize_torch(make_reference())
-  images = _images()
-  with torch.no_grad():
-    expected = reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-  tensors = {k: v.numpy() for k, v in reference.state_dict().items()}
-  _assert_match(_zoo_logits(name, source, tensors, images), expected)
 
 
 @pytest.mark.parametrize('name', ['mobilenet_v2', 'mobilenet_v3_small', 'mobilenet_v3_large',
                                   'efficientnet_b0', 'efficientnet_b3'])
-def test_torchvision(name):
+def test_torchvision(tmp_path, name):
   import torchvision
-  _torch_pair(name, 'torchvision', getattr(torchvision.models, name))
+  _torch_pair(tmp_path, name, 'torchvision', getattr(torchvision.models, name))
 
 
 @pytest.mark.parametrize('name, timm_name', [
     ('mobilenet_v2', 'mobilenetv2_100'), ('mobilenet_v3_small', 'mobilenetv3_small_100'),
     ('mobilenet_v3_large', 'mobilenetv3_large_100'), ('efficientnet_b0', 'efficientnet_b0')])
-def test_timm(name, timm_name):
+def test_timm(tmp_path, name, timm_name):
   import timm
-  _torch_pair(name, 'timm', lambda: timm.create_model(timm_name))
+  _torch_pair(tmp_path, name, 'timm', lambda: timm.create_model(timm_name))
 
 
-def keras_tensors(model, *, legacy_names: bool) -> dict[str, np.ndarray]:
-  """The flat '<layer name>/<weight name>' dict of a Keras model's weights, as a weight file
-  reader gives it. `legacy_names`: Keras 2 files (Keras applications' own) call a depthwise
-  kernel 'depthwise_kernel'; Keras 3 calls it 'kernel'."""
+def test_keras_mobilenet_v2(tmp_path):
   import keras
-  tensors = {}
-  for layer in model.layers:
-    for weight in layer.weights:
-      leaf = weight.path.split('/')[-1]
-      if legacy_names and isinstance(layer, keras.layers.DepthwiseConv2D) and leaf == 'kernel':
-        leaf = 'depthwise_kernel'
-      tensors[f'{layer.name}/{leaf}'] = np.asarray(weight.numpy())
-  return tensors
+  reference = randomize_keras(keras.applications.MobileNetV2(
+      weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None))
+  x = images(SIZE)
+  reference.save_weights(tmp_path / 'mobilenet_v2.weights.h5')
+  check_file('mobilenet_v2', tmp_path / 'mobilenet_v2.weights.h5', x, keras_logits(reference, x),
+             'mobilenet_v2 keras')
 
 
-def _randomize_keras(model, seed):
-  rng = np.random.default_rng(seed)
-  ranges = {'gamma': (0.5, 1.5), 'beta': (-0.5, 0.5), 'moving_mean': (-0.5, 0.5),
-            'moving_variance': (0.5, 2.0), 'bias': (-0.1, 0.1)}
-  for weight in model.weights:
-    leaf = weight.path.split('/')[-1]
-    if leaf in ranges:
-      weight.assign(rng.uniform(*ranges[leaf], size=weight.shape).astype(np.float32))
-  return model
-
-
-def test_keras_mobilenet_v2():
+def test_keras_efficientnet_b0(tmp_path):
   import keras
-  keras.utils.set_random_seed(0)
-  reference = _randomize_keras(keras.applications.MobileNetV2(
-      weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None), seed=0)
-  images = _images()
-  expected = np.asarray(reference(images, training=False))
-  tensors = keras_tensors(reference, legacy_names=True)
-  _assert_match(_zoo_logits('mobilenet_v2', 'keras', tensors, images), expected)
-
-
-def test_keras_efficientnet_b0():
-  import keras
-  keras.utils.set_random_seed(0)
-  reference = _randomize_keras(keras.applications.EfficientNetB0(
-      weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None), seed=0)
+  reference = randomize_keras(keras.applications.EfficientNetB0(
+      weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None))
   # The ImageNet file's normalization statistics (the variance holds the standard deviation,
   # see zoo.weights.efficientnet); zoo takes the images after the model's own preprocessing.
   normalization = reference.get_layer('normalization')
@@ -170,12 +104,10 @@ def test_keras_efficientnet_b0():
   normalization.adapt_variance.assign(np.float32(efficientnet_weights.IMAGENET_STD))
   normalization.finalize_state()
   raw = np.random.default_rng(0).uniform(0, 255, size=(2, SIZE, SIZE, 3)).astype(np.float32)
-  expected = np.asarray(reference(raw, training=False))
   preprocess = keras.Model(reference.input, normalization.output)
-  images = np.asarray(preprocess(raw))
-  tensors = keras_tensors(reference, legacy_names=False)
-  assert 'normalization/variance' in tensors
-  _assert_match(_zoo_logits('efficientnet_b0', 'keras', tensors, images), expected)
+  reference.save_weights(tmp_path / 'efficientnet_b0.weights.h5')
+  check_file('efficientnet_b0', tmp_path / 'efficientnet_b0.weights.h5',
+             keras_logits(preprocess, raw), keras_logits(reference, raw), 'efficientnet_b0 keras')
 
 
 def test_keras_efficientnet_refuses_other_input_normalization():

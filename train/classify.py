@@ -71,9 +71,28 @@ class ClassifyTask(Task):
   eval_metrics = ('loss', 'accuracy', 'top5_accuracy')
   best_mode = 'max'
 
+  def __init__(self, config):
+    source_dir, pretrained = config.transfer.init_from, config.transfer.pretrained
+    if source_dir and pretrained:
+      raise UserError(f'config.transfer: init_from={source_dir!r} and pretrained={pretrained!r} '
+                      'both set; start from one of them.')
+    # Pretrained weights (or a run started from them) decide how the input is preprocessed,
+    # which the data pipeline needs before `build`: the file is read once, here, and its
+    # variables kept for `warm_start`.
+    self._pretrained_variables, self._input_report = None, ''
+    if pretrained:
+      weights = transfer.load_pretrained(pretrained)
+      self._pretrained_variables = weights.variables
+      config, self._input_report = transfer.follow_pretrained_input(config, weights.config)
+    elif source_dir:
+      config, self._input_report = transfer.follow_source_input(config, source_dir)
+    super().__init__(config)
+
   def build(self, info, length: Length, ctx: StepContext) -> None:
     super().build(info, length, ctx)
     config = self.config
+    if self._input_report:
+      say(self._input_report)
     if info.num_classes < 2:
       raise UserError(f'data.dataset={config.data.dataset!r} has {info.num_classes} class '
                       f'({", ".join(info.class_names)}); a classifier needs at least two: add '
@@ -86,15 +105,13 @@ class ClassifyTask(Task):
     return create_train_state(self.model, self.tx, rng, self.info.image_shape)
 
   def warm_start(self, state: TrainState) -> TrainState:
-    source_dir, pretrained = self.config.transfer.init_from, self.config.transfer.pretrained
-    if source_dir and pretrained:
-      raise UserError(f'config.transfer: init_from={source_dir!r} and pretrained={pretrained!r} '
-                      'both set; start from one of them.')
+    source_dir = self.config.transfer.init_from
     if source_dir:
       source = trained.load_classifier(source_dir)
       variables, origin = source.variables, f'{source_dir} (step {source.step})'
-    elif pretrained:
-      variables, origin = transfer.load_pretrained(pretrained), pretrained
+    elif self._pretrained_variables:
+      variables, origin = self._pretrained_variables, self.config.transfer.pretrained
+      self._pretrained_variables = None  # copied into the state; not needed any more
     else:
       return state
     state, report = transfer.initialize(state, variables, origin)

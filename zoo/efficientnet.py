@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from zoo.inverted_residual import (
   BlockConfig,
   InvertedResidualNet,
+  chain_stages,
   make_divisible,
   run_stages,
   scale_depth,
@@ -51,16 +52,14 @@ class EfficientNet(InvertedResidualNet):
     return make_divisible(channels * self.width_multiplier)
 
   def stages(self) -> list[list[BlockConfig]]:
-    stages, in_features = [], self._width(32)
-    for expansion, kernel, stride, channels, blocks in _B0_STAGES:
-      features = self._width(channels)
-      stage = []
-      for j in range(scale_depth(blocks, self.depth_multiplier)):
-        stage.append(BlockConfig(in_features, features, make_divisible(in_features * expansion),
-                                 kernel, stride if j == 0 else 1, self.activation,
-                                 se_features=max(1, in_features // 4)))
-        in_features = features
-      stages.append(stage)
+    def block(expansion: int, kernel: int, stride: int,
+              features: int) -> Callable[[int], BlockConfig]:
+      return lambda n: BlockConfig(n, features, make_divisible(n * expansion), kernel, stride,
+                                   self.activation, se_features=max(1, n // 4))
+    stages = chain_stages(self._width(32), (
+        [block(expansion, kernel, stride if j == 0 else 1, self._width(channels))
+         for j in range(scale_depth(blocks, self.depth_multiplier))]
+        for expansion, kernel, stride, channels, blocks in _B0_STAGES))
     return with_stochastic_depth(stages, self.drop_path_rate)
 
   @nn.compact

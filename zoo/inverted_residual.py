@@ -14,7 +14,7 @@ read the same list to find each block's name in the other framework.
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import flax.linen as nn
 import jax
@@ -171,6 +171,20 @@ def run_stages(module: nn.Module, x: jax.Array, stages: Sequence[Sequence[BlockC
       sown += 1
       sow_stage(module, sown, x)
   return x
+
+
+def chain_stages(in_features: int, stages: Iterable[Iterable[Callable[[int], BlockConfig]]]
+                 ) -> list[list[BlockConfig]]:
+  """The blocks of each stage, each `block(in_features)` fed the features of the block before
+  it (the first, `in_features`): the networks' tables give each block's own settings only."""
+  chained = []
+  for stage in stages:
+    configs = []
+    for block in stage:
+      configs.append(block(in_features))
+      in_features = configs[-1].features
+    chained.append(configs)
+  return chained
 
 
 def with_stochastic_depth(stages: Sequence[Sequence[BlockConfig]],

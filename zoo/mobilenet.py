@@ -15,7 +15,7 @@ Dropout (before the last layer) uses the 'dropout' RNG stream. `num_classes=0` r
 features, the input of the `head`.
 """
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from zoo.inverted_residual import (
   BlockConfig,
   InvertedResidualNet,
+  chain_stages,
   make_divisible,
   run_stages,
 )
@@ -45,16 +46,12 @@ class MobileNetV2(InvertedResidualNet):
     return make_divisible(32 * self.width_multiplier)
 
   def stages(self) -> list[list[BlockConfig]]:
-    stages, in_features = [], self.stem_features
-    for expansion, channels, blocks, stride in _V2_STAGES:
-      features = make_divisible(channels * self.width_multiplier)
-      stage = []
-      for j in range(blocks):
-        stage.append(BlockConfig(in_features, features, in_features * expansion, 3,
-                                 stride if j == 0 else 1, nn.relu6))
-        in_features = features
-      stages.append(stage)
-    return stages
+    def block(expansion: int, features: int, stride: int) -> Callable[[int], BlockConfig]:
+      return lambda n: BlockConfig(n, features, n * expansion, 3, stride, nn.relu6)
+    return chain_stages(self.stem_features, (
+        [block(expansion, make_divisible(channels * self.width_multiplier),
+               stride if j == 0 else 1) for j in range(blocks)]
+        for expansion, channels, blocks, stride in _V2_STAGES))
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -105,18 +102,15 @@ class MobileNetV3(InvertedResidualNet):
     return make_divisible(16 * self.width_multiplier)
 
   def stages(self) -> list[list[BlockConfig]]:
-    stages, in_features = [], self.stem_features
-    for stage_blocks in self.blocks:
-      stage = []
-      for kernel, expanded, out, se, hard_swish, stride in stage_blocks:
-        features = make_divisible(out * self.width_multiplier)
-        expanded = make_divisible(expanded * self.width_multiplier)
-        stage.append(BlockConfig(in_features, features, expanded, kernel, stride,
-                                 nn.hard_swish if hard_swish else nn.relu,
-                                 se_features=make_divisible(expanded // 4) if se else 0))
-        in_features = features
-      stages.append(stage)
-    return stages
+    def block(kernel: int, expanded: int, out: int, se: bool, hard_swish: bool,
+              stride: int) -> Callable[[int], BlockConfig]:
+      features = make_divisible(out * self.width_multiplier)
+      expanded = make_divisible(expanded * self.width_multiplier)
+      return lambda n: BlockConfig(n, features, expanded, kernel, stride,
+                                   nn.hard_swish if hard_swish else nn.relu,
+                                   se_features=make_divisible(expanded // 4) if se else 0)
+    return chain_stages(self.stem_features,
+                        ([block(*spec) for spec in stage] for stage in self.blocks))
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

@@ -167,22 +167,27 @@ class VisionTransformer(nn.Module):
     return classifier_head(self, x)
 
 
+def _vit_16(width: int, num_heads: int, overrides: dict) -> VisionTransformer:
+  """The 12-block ViT with 16x16 patches of `width` and `num_heads`, and `overrides`."""
+  return VisionTransformer(**{'width': width, 'depth': 12, 'num_heads': num_heads, **overrides})
+
+
 @register_model(kind='classifier', input_shape=(224, 224, 3),
                 description='ViT-Ti/16 (timm; Steiner et al. 2022)')
 def vit_tiny_patch16_224(**overrides) -> VisionTransformer:
-  return VisionTransformer(**{'width': 192, 'depth': 12, 'num_heads': 3, **overrides})
+  return _vit_16(192, 3, overrides)
 
 
 @register_model(kind='classifier', input_shape=(224, 224, 3),
                 description='ViT-S/16 (timm; Steiner et al. 2022)')
 def vit_small_patch16_224(**overrides) -> VisionTransformer:
-  return VisionTransformer(**{'width': 384, 'depth': 12, 'num_heads': 6, **overrides})
+  return _vit_16(384, 6, overrides)
 
 
 @register_model(kind='classifier', input_shape=(224, 224, 3),
                 description='ViT-B/16 (Dosovitskiy et al. 2021)')
 def vit_base_patch16_224(**overrides) -> VisionTransformer:
-  return VisionTransformer(**{'width': 768, 'depth': 12, 'num_heads': 12, **overrides})
+  return _vit_16(768, 12, overrides)
 
 
 @register_model(kind='classifier', input_shape=(224, 224, 3),

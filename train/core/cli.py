@@ -55,10 +55,12 @@ def run(main: Callable[[ml_collections.ConfigDict, str], object], description: s
 
 def trainer(task_class: type[Task]) -> Callable[..., dict[str, float]]:
   """`train_and_evaluate(config, workdir, **run_kwargs)`: trains a `task_class(config)` through
-  `train.core.run.run` and returns the final eval metrics."""
+  `train.core.run.run` and returns the final eval metrics. The run takes the task's config,
+  which the task may have completed (e.g. with the input its pretrained weights expect)."""
   def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                          **kwargs) -> dict[str, float]:
-    return run_task(task_class(config), config, workdir, **kwargs)
+    task = task_class(config)
+    return run_task(task, task.config, workdir, **kwargs)
   return train_and_evaluate
 
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 from configs.common import data as default_config  # the `config.data` fields
 from train.core.errors import UserError
 from train.data import augment as augment_lib
-from train.data import holdout, image_folder, tfds_source
+from train.data import holdout, image_folder, pretrained_input, tfds_source
 
 try:
   # Before TF touches them (imports don't): the accelerators belong to JAX.
@@ -35,6 +35,8 @@ FOLDER_PREFIX = 'folder:'
 # The split a fractional `data.validation_split` holds out of the training split.
 HELD_OUT = 'held_out'
 NORMALIZATIONS = ('none', 'per_channel', 'featurewise', 'samplewise')
+INTERPOLATIONS = ('bilinear', 'bicubic', 'area', 'nearest', 'lanczos3', 'lanczos5', 'gaussian',
+                  'mitchellcubic')  # tf.image.resize's methods
 # Keras adds this to standard deviations so a constant image or channel does not divide by 0.
 _STD_EPSILON = 1e-6
 # 'featurewise' statistics come from at most this many training images (the first ones, which
@@ -89,7 +91,7 @@ def normalization_stats(data_config) -> tuple[np.ndarray, np.ndarray]:
   if config.normalization == 'none':
     return np.zeros(shape[-1], np.float32), np.ones(shape[-1], np.float32)
   if config.normalization == 'featurewise':
-    mean, std = _featurewise_stats(_source_key(config), shape)
+    mean, std = _featurewise_stats(_source_key(config), shape, _resize_of(config))
     return mean, std + _STD_EPSILON
   return _given_stats(config, shape[-1])
 
@@ -247,7 +249,7 @@ def preprocess_for_prediction(data_config, image: bytes | np.ndarray) -> np.ndar
     # Through lossless PNG, so arrays get the same channel conversion as files.
     image = tf.io.encode_png(image.reshape(*image.shape[:2], -1))
   image = image_folder.decode_image(image, shape[-1])
-  return _normalizer(config, shape)(_rescaled(image, shape)).numpy()
+  return _normalizer(config, shape)(_rescaled(image, shape, _resize_of(config))).numpy()
 
 
 class Source(Protocol):
@@ -284,6 +286,12 @@ def _complete(data_config) -> ml_collections.ConfigDict:
   size = tuple(config.image_size)
   if size and not (len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
     raise UserError(f'data.image_size={config.image_size!r}: expected (height, width) or ().')
+  if not (isinstance(config.crop_fraction, (int, float)) and 0 <= config.crop_fraction <= 1):
+    raise UserError(f'data.crop_fraction={config.crop_fraction!r}: expected 0 (resize the whole '
+                    'image) or a fraction in (0, 1] (resize, then crop the centre), e.g. 0.875.')
+  if config.interpolation not in INTERPOLATIONS:
+    raise UserError(f'data.interpolation={config.interpolation!r}: expected one of '
+                    f'{INTERPOLATIONS}.')
   if not (isinstance(config.shards, int) and config.shards >= 0):
     raise UserError(f'data.shards={config.shards!r}: expected an int >= 0.')
   if not (isinstance(config.shuffle_buffer, int) and config.shuffle_buffer >= 0):
@@ -467,9 +475,10 @@ def _preprocessor(source: Source, config, augment_key: tf.Tensor | None = None):
   shape = output_shape(source, config)
   augment = augment_lib.make_augment(config.augment) if augment_key is not None else None
   normalize = _normalizer(config, shape)
+  resize = _resize_of(config)
 
   def preprocess(example, position=None):
-    image = _decoded(source, example['image'], shape)
+    image = _decoded(source, example['image'], shape, resize)
     if augment is not None:
       image = augment(image, tf.random.experimental.stateless_fold_in(augment_key, position))
     return {'image': normalize(image), 'label': tf.cast(example['label'], tf.int32)}
@@ -477,24 +486,47 @@ def _preprocessor(source: Source, config, augment_key: tf.Tensor | None = None):
   return preprocess
 
 
-def _decoded(source: Source, image: tf.Tensor, shape: tuple[int, int, int]) -> tf.Tensor:
+class _Resize(NamedTuple):
+  """How images are brought to `data.image_size` (the fields of that name)."""
+  crop_fraction: float
+  interpolation: str
+
+
+def _resize_of(config) -> _Resize:
+  return _Resize(config.crop_fraction, config.interpolation)
+
+
+def _decoded(source: Source, image: tf.Tensor, shape: tuple[int, int, int],
+             resize: _Resize) -> tf.Tensor:
   """Decoded, in [0, 1], resized to `shape`."""
-  return _rescaled(source.decode(image), shape)
+  return _rescaled(source.decode(image), shape, resize)
 
 
-def _rescaled(image: tf.Tensor, shape: tuple[int, int, int]) -> tf.Tensor:
-  """A uint8 image rescaled to [0, 1] and resized to `shape`."""
+def _rescaled(image: tf.Tensor, shape: tuple[int, int, int], resize: _Resize) -> tf.Tensor:
+  """A uint8 image rescaled to [0, 1] and brought to `shape` as `resize` says."""
+  if resize.crop_fraction:
+    image = pretrained_input.resize_and_crop(image, shape[:2], resize.crop_fraction,
+                                             resize.interpolation)
+    return tf.ensure_shape(image, shape)
   image = tf.image.convert_image_dtype(image, tf.float32)
   if tuple(image.shape[:2]) != shape[:2]:
-    # Antialiasing only matters when shrinking, and is slow. Either way values stay in [0, 1].
+    # Antialiasing only matters when shrinking, and is slow.
     shrinking = not image.shape[:2].is_fully_defined() or any(
         new < old for new, old in zip(shape[:2], image.shape[:2]))
-    image = tf.image.resize(image, shape[:2], antialias=shrinking)
+    image = tf.image.resize(image, shape[:2], method=resize.interpolation, antialias=shrinking)
+    image = tf.clip_by_value(image, 0.0, 1.0)  # Cubic and Lanczos kernels overshoot.
   return tf.ensure_shape(image, shape)
 
 
 def _normalizer(config, shape: tuple[int, int, int]):
   """The function that maps a [0, 1] image to what the model sees."""
+  normalize = _channel_normalizer(config, shape)
+  if config.bgr:
+    return lambda image: normalize(image)[..., ::-1]
+  return normalize
+
+
+def _channel_normalizer(config, shape: tuple[int, int, int]):
   mode = config.normalization
   if mode == 'none':
     return lambda image: image
@@ -502,7 +534,7 @@ def _normalizer(config, shape: tuple[int, int, int]):
     return lambda image: ((image - tf.reduce_mean(image))
                           / (tf.math.reduce_std(image) + _STD_EPSILON))
   if mode == 'featurewise':
-    mean, std = _featurewise_stats(_source_key(config), shape)
+    mean, std = _featurewise_stats(_source_key(config), shape, _resize_of(config))
     std = std + _STD_EPSILON
   else:
     mean, std = _given_stats(config, shape[-1])
@@ -519,15 +551,16 @@ def _given_stats(config, channels: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=8)
-def _featurewise_stats(key: _SourceKey,
-                       shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-  """Per-channel mean and std of the (resized, unaugmented) training images, on [0, 1].
+def _featurewise_stats(key: _SourceKey, shape: tuple[int, int, int],
+                       resize: _Resize) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and std of the (resized, unaugmented) training images, on [0, 1], in RGB
+  order.
 
   Every process reads the same (whole-split) examples, so all normalize identically.
   """
   source = _cached_source(key)
   ds = source.read(key.train_split, 0, 1).take(FEATUREWISE_MAX_EXAMPLES)
-  ds = ds.map(lambda example: _decoded(source, example['image'], shape),
+  ds = ds.map(lambda example: _decoded(source, example['image'], shape, resize),
               num_parallel_calls=tf.data.AUTOTUNE).batch(256)
   count, total, total_sq = 0, np.zeros(shape[-1]), np.zeros(shape[-1])
   for images in ds.as_numpy_iterator():

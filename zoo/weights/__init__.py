@@ -17,6 +17,7 @@ and optionally
   def config(model_name, source, base) -> PretrainedConfig  # its input preprocessing
 """
 
+import dataclasses
 import importlib
 import json
 import os
@@ -50,9 +51,17 @@ def family(name: str, required: bool = True) -> ModuleType | None:
     return None
 
 
+def input_shape(model: nn.Module, name: str) -> tuple[int, int, int]:
+  """The input shape `model` (of registered name `name`) takes: the registered one, or square
+  images of its `image_size` where that is a field (a ViT's position embeddings follow it)."""
+  shape = model_info(name).input_shape
+  size = getattr(model, 'image_size', None)
+  return (size, size, shape[-1]) if isinstance(size, int) else shape
+
+
 def abstract_variables(model: nn.Module, name: str) -> dict[str, Any]:
-  """The shapes of `model`'s variables on its registered input shape (no FLOPs, no memory)."""
-  x = jax.ShapeDtypeStruct((1, *model_info(name).input_shape), jnp.float32)
+  """The shapes of `model`'s variables on its input shape (no FLOPs, no memory)."""
+  x = jax.ShapeDtypeStruct((1, *input_shape(model, name)), jnp.float32)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
   return jax.eval_shape(lambda x: model.init(rngs, x, train=False), x)
 
@@ -126,7 +135,8 @@ def load_pretrained(name: str, path: str | os.PathLike, *, source: str | None = 
     return model, variables
   from zoo.pretrained_config import pretrained_config  # pylint: disable=import-outside-toplevel
 
-  return model, variables, pretrained_config(name, source, num_classes=model.num_classes)
+  config = pretrained_config(name, source, num_classes=model.num_classes)
+  return model, variables, dataclasses.replace(config, input_size=input_shape(model, name))
 
 
 def _json_value(field: str, value: Any) -> Any:

@@ -27,33 +27,29 @@ from zoo.weights.mapping import ConversionError, Path, keras_norm, only_weight, 
 
 SOURCES = ('torchvision', 'timm', 'keras')
 
-# zoo module -> source module (a block's modules are appended to its name). The fields:
-# {model}, the model's name (Keras names its layers after it); {stage}, {block}, 0-based;
-# {down} and {features}, torchvision's indices of the downsampling before a stage and of the
-# stage; {previous}, Keras' index of the downsampling before a stage.
-_NAMES = {
-    'torchvision': {
-        'stem_conv': 'features.0.0', 'stem_norm': 'features.0.1',
-        'downsample_norm': 'features.{down}.0', 'downsample_conv': 'features.{down}.1',
-        'block': 'features.{features}.{block}', 'dwconv': '.block.0', 'norm': '.block.2',
-        'fc1': '.block.3', 'fc2': '.block.5', 'layer_scale': '.layer_scale',
-        'head_norm': 'classifier.0', 'head': 'classifier.2'},
-    'timm': {
-        'stem_conv': 'stem.0', 'stem_norm': 'stem.1',
-        'downsample_norm': 'stages.{stage}.downsample.0',
-        'downsample_conv': 'stages.{stage}.downsample.1',
-        'block': 'stages.{stage}.blocks.{block}', 'dwconv': '.conv_dw', 'norm': '.norm',
-        'fc1': '.mlp.fc1', 'fc2': '.mlp.fc2', 'layer_scale': '.gamma',
-        'head_norm': 'head.norm', 'head': 'head.fc'},
-    'keras': {
-        'stem_conv': '{model}_stem_conv', 'stem_norm': '{model}_stem_layernorm',
-        'downsample_norm': '{model}_downsampling_layernorm_{previous}',
-        'downsample_conv': '{model}_downsampling_conv_{previous}',
-        'block': '{model}_stage_{stage}_block_{block}', 'dwconv': '_depthwise_conv',
-        'norm': '_layernorm', 'fc1': '_pointwise_conv_1', 'fc2': '_pointwise_conv_2',
-        'layer_scale': '_layer_scale', 'head_norm': '{model}_head_layernorm',
-        'head': '{model}_head_dense'},
+# zoo module -> its name in each source, in the order of SOURCES (a block's modules are appended
+# to its name). The fields: {model}, the model's name (Keras names its layers after it);
+# {stage}, {block}, 0-based; {down} and {features}, torchvision's indices of the downsampling
+# before a stage and of the stage; {previous}, Keras' index of the downsampling before a stage.
+_TABLE = {
+    'stem_conv': ('features.0.0', 'stem.0', '{model}_stem_conv'),
+    'stem_norm': ('features.0.1', 'stem.1', '{model}_stem_layernorm'),
+    'downsample_norm': ('features.{down}.0', 'stages.{stage}.downsample.0',
+                        '{model}_downsampling_layernorm_{previous}'),
+    'downsample_conv': ('features.{down}.1', 'stages.{stage}.downsample.1',
+                        '{model}_downsampling_conv_{previous}'),
+    'block': ('features.{features}.{block}', 'stages.{stage}.blocks.{block}',
+              '{model}_stage_{stage}_block_{block}'),
+    'dwconv': ('.block.0', '.conv_dw', '_depthwise_conv'),
+    'norm': ('.block.2', '.norm', '_layernorm'),
+    'fc1': ('.block.3', '.mlp.fc1', '_pointwise_conv_1'),
+    'fc2': ('.block.5', '.mlp.fc2', '_pointwise_conv_2'),
+    'layer_scale': ('.layer_scale', '.gamma', '_layer_scale'),
+    'head_norm': ('classifier.0', 'head.norm', '{model}_head_layernorm'),
+    'head': ('classifier.2', 'head.fc', '{model}_head_dense'),
 }
+_NAMES = {source: {module: names[i] for module, names in _TABLE.items()}
+          for i, source in enumerate(SOURCES)}
 
 
 def _check_source(source: str) -> None:
