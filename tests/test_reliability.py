@@ -376,3 +376,20 @@ def test_predict_reads_bmp_files_for_a_one_channel_model(finished_run, tmp_path)
   assert [line.split(':')[0] for line in lines] == paths
   # The same picture gives the same probabilities whatever the BMP's pixel format.
   assert len({line.split(': ')[1] for line in lines}) == 1
+
+
+def test_an_early_stopping_metric_the_task_lacks_is_refused_before_training(
+    data_dir, tmp_path, capsys):
+  """The VAE's metrics depend on its config and data: learnt from one eval batch up front."""
+  workdir = tmp_path / 'run'
+  argv = ['--config', 'configs/digits_vae.py:tiny', '--workdir', str(workdir),
+          f'--config.data.data_dir={data_dir}', '--config.early_stopping.patience=2']
+  with pytest.raises(SystemExit) as exit_info:
+    vae.main(argv=[*argv, '--config.early_stopping.metric=accuracy'])
+  last_line = capsys.readouterr().err.splitlines()[-1]  # after the dataset's preparation
+  assert exit_info.value.code == 2
+  assert last_line == ("error: config.early_stopping.metric='accuracy' is not an eval metric of "
+                       'this task; use one of bits_per_dim, kl, neg_elbo, reconstruction.')
+  assert not glob.glob(str(workdir / 'checkpoints' / '*'))
+  vae.main(argv=[*argv, '--config.early_stopping.metric=neg_elbo'])  # the same workdir, fixed
+  assert read_metrics(workdir, 'eval')

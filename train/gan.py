@@ -120,6 +120,8 @@ class GanTask(Task):
   name = 'gan'
   best_metric = 'fid'
   best_mode = 'min'
+  after_eval_metrics = ('fid', 'inception_score', 'inception_score_std', 'classes_covered',
+                        'feature_spread')
 
   def build_networks(self, info, length, ctx: StepContext = StepContext()) -> None:
     """Models and optimizers alone (no evaluator): what a training step needs."""

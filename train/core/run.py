@@ -129,6 +129,15 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
           config.data, global_batch_size=config.eval_batch_size, split=split)
       return evaluate_split(task, eval_fns[final], state, batches, parallelism, streams.eval)
 
+    if config.early_stopping.patience and not task.eval_metrics:
+      # Checked on one batch now rather than at the first evaluation, after training.
+      batch = next(iter(task.pipeline.make_eval_iterator(
+          config.data, global_batch_size=config.eval_batch_size, split=selection_split)))
+      names, _ = evaluate_split(task, eval_fns[False], parallelism.put_state(state), [batch],
+                                parallelism, streams.eval)
+      names.pop('count')
+      validate.check_stopping_metric(config.early_stopping, [*names, *task.after_eval_metrics])
+
     def evaluate(state: Any, step: int) -> dict[str, float]:
       metrics, images = evaluate_on(selection_split, state, step >= cadence.total_steps)
       return metrics | task.after_eval(parallelism.get_state(state), step, images,

@@ -64,9 +64,11 @@ class Task:
   """
   name: str = 'task'
   best_metric: str = 'loss'
-  # The names evaluations report, so config.early_stopping.metric is checked before training;
-  # () if they are known only once the first evaluation has run.
+  # The names evaluations report, so config.early_stopping.metric is checked before any work;
+  # () if they depend on the config and the data: `run` then evaluates one batch before
+  # training to learn them, and adds `after_eval_metrics`, those `after_eval` returns.
   eval_metrics: tuple[str, ...] = ()
+  after_eval_metrics: tuple[str, ...] = ()
   best_mode: str = 'min'
   # Where the data comes from: a module with `get_dataset_info`, `make_train_iterator` and
   # `make_eval_iterator` (as train/data/pipeline.py), reading `config.data`.

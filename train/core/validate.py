@@ -71,8 +71,14 @@ def _check_early_stopping(stopping: ml_collections.ConfigDict, eval_metrics: Ite
            "'max' (larger is better) or 'min'")
   _require('early_stopping.min_delta', stopping.min_delta,
            _is_number(stopping.min_delta) and stopping.min_delta >= 0, 'a number of at least 0')
+  if eval_metrics:
+    check_stopping_metric(stopping, eval_metrics)
+
+
+def check_stopping_metric(stopping: ml_collections.ConfigDict, eval_metrics: Iterable[str]):
+  """UserError unless early stopping watches one of `eval_metrics`."""
   names = sorted(eval_metrics)
-  if names and stopping.metric not in names:
+  if stopping.metric not in names:
     raise UserError(f'config.early_stopping.metric={stopping.metric!r} is not an eval metric '
                     f'of this task; use one of {", ".join(names)}.')
 
