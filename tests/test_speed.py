@@ -60,8 +60,6 @@ def test_the_profiled_steps_write_a_trace(tmp_path):
 
 @pytest.mark.parametrize('name, kwargs', [
     ('resnet50', dict(stage_sizes=(1, 1), widths=(2, 4))),  # Bottlenecks, projection shortcuts
-    ('vit_tiny_patch16_224', dict(width=8, depth=1, num_heads=2, patch_size=4, image_size=8,
-                                  dropout_rate=0.1)),
     ('convnext_tiny', dict(stage_sizes=(1,), widths=(8,), drop_path_rate=0.5)),
 ])
 def test_remat_gives_the_same_loss_and_gradients(name, kwargs):
