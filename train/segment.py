@@ -77,15 +77,23 @@ class SegmentTask(Task):
 
   def train_step(self, state, batch, rng):
     ignore = self.config.data.ignore_label
+    # The loss is per labeled pixel of the whole global batch. Each device's and micro-batch's
+    # share is scaled by the number of shares, which the gradients' mean divides back, so jit,
+    # pmap and accumulation agree however unevenly the ignored pixels fall.
+    pixels = jnp.sum(segment_metrics.valid_pixels(batch['label'], self.info.num_classes, ignore))
+    shares = self.ctx.grad_accum_steps
+    if self.ctx.axis_name:
+      pixels = jax.lax.psum(pixels, self.ctx.axis_name)
+      shares *= jax.lax.axis_size(self.ctx.axis_name)
 
     def grad_fn(params, micro_batch, rng, batch_stats):
       def loss_fn(params):
         logits, updates = state.apply_fn(
             {'params': params, 'batch_stats': batch_stats}, micro_batch['image'], train=True,
             mutable=['batch_stats'], rngs={'dropout': step_lib.device_key(rng, self.ctx)})
-        total, pixels = segment_metrics.cross_entropy_sum(logits, micro_batch['label'],
-                                                          ignore_label=ignore)
-        return total / jnp.maximum(pixels, 1), updates.get('batch_stats', {})
+        total, _ = segment_metrics.cross_entropy_sum(logits, micro_batch['label'],
+                                                     ignore_label=ignore)
+        return total * shares / jnp.maximum(pixels, 1), updates.get('batch_stats', {})
 
       (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
       return grads, {'loss': loss}, batch_stats
