@@ -49,7 +49,8 @@ def test_frozen_backbone_from_a_torchvision_file_trains_the_new_head(tmp_path, c
   classify.train_and_evaluate(config, str(tmp_path / 'run'))
 
   out = capsys.readouterr().out
-  assert ('Input as the pretrained weights expect (224x224 in training): shorter side resized to '
+  assert ('Input as the pretrained weights expect (224x224 in their training): shorter side '
+          'resized to '
           '36 (bilinear), centre 32x32 cropped, normalized by mean (0.485, 0.456, 0.406) and '
           'std (0.229, 0.224, 0.225)') in out
   assert (f'from resnet18:{weights}; not loaded: new head (1000 -> 2 classes): '

@@ -81,7 +81,8 @@ def read_keras(path: str) -> dict[str, np.ndarray]:
   Legacy (Keras 2, and Keras 3's `model.save('x.h5')`): the layer names are listed in the
   'layer_names' attribute (at the root, or under 'model_weights' for a whole model), each layer's
   group lists 'weight_names' such as 'conv1_conv/kernel:0'.
-  Keras 3 `.weights.h5`: 'layers/<class name>[_n]/vars/<index>', the layer's own name in the
+  Keras 3 `.weights.h5`: 'layers/<class name>[_n]/vars/<index>' (nested models' layers under
+  their 'layers' group), the layer's own name in the
   `name` attribute of its 'vars' group; the variable names come from `KERAS_VARIABLES`.
   """
   import h5py  # pylint: disable=import-outside-toplevel
@@ -117,6 +118,8 @@ def _read_keras_legacy(root: Any) -> dict[str, np.ndarray]:
 def _read_keras3(layers: Any, path: str) -> dict[str, np.ndarray]:
   tensors = {}
   for group_name, group in layers.items():
+    if 'layers' in group:  # a nested model (ConvNeXt's Sequential downsampling blocks)
+      tensors.update(_read_keras3(group['layers'], path))
     variables = group.get('vars')
     if variables is None or not len(variables):
       continue
