@@ -10,9 +10,9 @@ nearest resizing then a 3x3 convolution; `:tiny` (e.g. `:resize+tiny`) is a 4-st
 tests. Trains 10 epochs (620 steps of 32) on the 2,000 training scenes resized to 32x32 (random
 zoom 0.8-1.25, no flips), the loss weighing background pixels 0.1 and digit pixels 1, and
 evaluates on the 400 test scenes. Measured (test split, step 620): mean IoU 0.127 (transpose) /
-R_MIOU (resize) against 0.082 for background everywhere (digits found; which digit, much less
-well), pixel accuracy 0.885 / R_PIX (0.903), checkerboard score -31.9 / R_CB dB (ground truth
--22.6 dB); 437 / R_CPU s of CPU time, 7 min 42 s / R_WALL of wall time, one run at a time on a
+0.141 (resize) against 0.082 for background everywhere (digits found; which digit, much less
+well), pixel accuracy 0.885 / 0.881 (0.903), checkerboard score -31.9 / -32.7 dB (ground truth
+-22.6 dB); 437 / 319 s of CPU time, 7 min 42 s / 5 min 24 s of wall time, one run at a time on a
 shared 2-core machine at load average 5-7. See docs/segment.md.
 """
 
