@@ -31,6 +31,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
       label_map=(255, 1, 0, 255),  # raw 1 pet, 2 background, 3 border (ignored)
       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),  # ImageNet's
       augment=dict(flip=True, scale=(0.75, 1.33)))
+  config.class_weights = ()  # () weighs every class alike; else one weight per class
   config.batch_size = 64
   config.eval_batch_size = 128
   config.num_epochs = 30.0

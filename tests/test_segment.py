@@ -15,7 +15,7 @@ from conftest import assert_same_run, checkpoint_params, read_metrics, train_tas
 from PIL import Image
 
 import zoo
-from configs import segment_base
+from configs import common, segment_base
 from train import predict, segment
 from train.core import cli
 from train.core.checkpoint import Checkpointer
@@ -107,6 +107,24 @@ def test_ignored_pixels_count_in_no_loss_and_no_confusion():
   assert int(pixels) == 3
   assert float(total) == pytest.approx(-float(log_p[0, 0, 0] + log_p[0, 1, 1] + log_p[1, 1, 1]),
                                        rel=1e-5)
+
+
+def test_class_weights_weigh_each_pixel_by_its_class():
+  labels = jnp.array([[[0, 1], [IGNORE, 1]]])
+  logits = jax.random.normal(jax.random.key(0), (1, 2, 2, 2))
+  total, weight = segment_metrics.cross_entropy_sum(logits, labels, ignore_label=IGNORE,
+                                                    class_weights=(0.25, 2.0))
+  log_p = jax.nn.log_softmax(logits)[0]
+  assert float(weight) == pytest.approx(0.25 + 2 * 2.0)
+  assert float(total) == pytest.approx(
+      -float(0.25 * log_p[0, 0, 0] + 2.0 * (log_p[0, 1, 1] + log_p[1, 1, 1])), rel=1e-5)
+
+
+def test_class_weights_not_one_per_class_stop_the_run(tiny_config, tmp_path):
+  root = _folder(tmp_path / 'data')
+  with pytest.raises(UserError, match=r'config.class_weights=\(1.0, 2.0\): expected \(\) or 3'):
+    segment.train_and_evaluate(_folder_config(tiny_config, root, class_weights=(1.0, 2.0)),
+                               str(tmp_path / 'run'))
 
 
 def _write_pair(root, name, labels, *, image_size=None, colors=None):
@@ -212,7 +230,15 @@ def test_one_or_four_devices_and_jit_or_pmap_give_the_same_run(tiny_config, tmp_
                                                                monkeypatch):
   # As tests/test_scale_out.py does for the other tasks, on a 16x16 mask folder to stay cheap.
   root = _folder(tmp_path / 'data', count=12)
-  make = lambda **changes: _folder_config(tiny_config, root, **changes)
+  # SGD, as tests/test_parallel.py: Adam's first steps are close to lr * sign(gradient), so a
+  # near-zero gradient whose last bits differ with pmap's order of summation moves by up to
+  # 2 lr on one path and not the other (under Adam the kernels ended up to 1.2e-4 apart after
+  # 4 steps while the losses agreed to 1e-5); an SGD step is proportional to the gradient, so
+  # the comparison measures the update itself. Unequal class weights check that the weighted
+  # per-pixel normalization is that of the global batch on every path.
+  sgd = common.optim(name='sgd', learning_rate=0.05, schedule='constant')
+  make = lambda **changes: _folder_config(tiny_config, root, optim=sgd,
+                                          class_weights=(0.5, 1.0, 2.0), **changes)
   train_task(segment, make(), tmp_path / 'four')
   train_task(segment, make(), tmp_path / 'one', monkeypatch, devices=1)
   train_task(segment, make(parallelism='pmap'), tmp_path / 'pmap')

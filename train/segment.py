@@ -27,6 +27,7 @@ import optax
 
 from train.core import build, cli, optim
 from train.core import step as step_lib
+from train.core.errors import UserError
 from train.core.run import run
 from train.core.state import create_train_state
 from train.core.task import Task
@@ -57,6 +58,11 @@ class SegmentTask(Task):
         config.model, f'config.model={config.model!r} / config.model_kwargs',
         num_classes=info.num_classes, dtype=jnp.dtype(config.dtype),
         **config.model_kwargs.to_dict())
+    weights = tuple(config.class_weights)
+    if weights and (len(weights) != info.num_classes or min(weights) < 0 or max(weights) <= 0):
+      raise UserError(f'config.class_weights={weights!r}: expected () or {info.num_classes} '
+                      f'weights >= 0, not all 0, one per class ({", ".join(info.class_names)}).')
+    self.class_weights = weights
     if hasattr(self.model, 'bn_axis_name'):
       self.model = self.model.clone(bn_axis_name=ctx.axis_name)
     self.schedule = optim.learning_rate_schedule(config.optim, length.total_steps,
@@ -77,10 +83,12 @@ class SegmentTask(Task):
 
   def train_step(self, state, batch, rng):
     ignore = self.config.data.ignore_label
-    # The loss is per labeled pixel of the whole global batch. Each device's and micro-batch's
-    # share is scaled by the number of shares, which the gradients' mean divides back, so jit,
-    # pmap and accumulation agree however unevenly the ignored pixels fall.
-    pixels = jnp.sum(segment_metrics.valid_pixels(batch['label'], self.info.num_classes, ignore))
+    # The loss is per labeled pixel (weighted by `config.class_weights`) of the whole global
+    # batch. Each device's and micro-batch's share is scaled by the number of shares, which the
+    # gradients' mean divides back, so jit, pmap and accumulation agree however unevenly the
+    # ignored pixels fall.
+    pixels = jnp.sum(segment_metrics.pixel_weights(batch['label'], self.info.num_classes, ignore,
+                                                   self.class_weights))
     shares = self.ctx.grad_accum_steps
     if self.ctx.axis_name:
       pixels = jax.lax.psum(pixels, self.ctx.axis_name)
@@ -92,8 +100,9 @@ class SegmentTask(Task):
             {'params': params, 'batch_stats': batch_stats}, micro_batch['image'], train=True,
             mutable=['batch_stats'], rngs={'dropout': step_lib.device_key(rng, self.ctx)})
         total, _ = segment_metrics.cross_entropy_sum(logits, micro_batch['label'],
-                                                     ignore_label=ignore)
-        return total * shares / jnp.maximum(pixels, 1), updates.get('batch_stats', {})
+                                                     ignore_label=ignore,
+                                                     class_weights=self.class_weights)
+        return total * shares / jnp.maximum(pixels, 1e-6), updates.get('batch_stats', {})
 
       (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
       return grads, {'loss': loss}, batch_stats

@@ -17,16 +17,28 @@ def valid_pixels(labels: jax.Array, num_classes: int, ignore_label: int) -> jax.
   return (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
 
 
-def cross_entropy_sum(logits: jax.Array, labels: jax.Array, *, ignore_label: int,
-                      example_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-  """(Sum of the per-pixel cross entropies, number of pixels counted) over valid pixels."""
-  num_classes = logits.shape[-1]
+def pixel_weights(labels: jax.Array, num_classes: int, ignore_label: int,
+                  class_weights: tuple[float, ...] = ()) -> jax.Array:
+  """(B, H, W) float32: each valid pixel's class weight (1 for every class when
+  `class_weights` is empty), 0 for the others."""
   valid = valid_pixels(labels, num_classes, ignore_label)
+  if not class_weights:
+    return valid.astype(jnp.float32)
+  return jnp.where(valid, jnp.asarray(class_weights, jnp.float32)[jnp.where(valid, labels, 0)], 0)
+
+
+def cross_entropy_sum(logits: jax.Array, labels: jax.Array, *, ignore_label: int,
+                      example_mask: jax.Array | None = None,
+                      class_weights: tuple[float, ...] = ()) -> tuple[jax.Array, jax.Array]:
+  """(Sum of the per-pixel cross entropies, sum of their weights) over valid pixels; each
+  pixel weighs its class's `class_weights` entry (all 1 when empty: the sums are then the total
+  and the number of pixels)."""
+  weights = pixel_weights(labels, logits.shape[-1], ignore_label, class_weights)
   if example_mask is not None:
-    valid &= example_mask[:, None, None]
+    weights *= example_mask[:, None, None]
   losses = optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), jnp.where(valid, labels, 0))
-  return jnp.sum(losses * valid), jnp.sum(valid)
+      logits.astype(jnp.float32), jnp.where(weights > 0, labels, 0))
+  return jnp.sum(losses * weights), jnp.sum(weights)
 
 
 def confusion_matrix(predictions: jax.Array, labels: jax.Array, *, num_classes: int,
