@@ -23,8 +23,9 @@ SHAPES = {'sklearn_digits': (8, 8, 1), 'sklearn_photos': (64, 64, 3), 'mnist': (
 
 
 TASKS = ('classify', 'vae', 'gan', 'pixelcnn', 'upsample', 'segment')
-# The digits CNN's recipe with other classes, epochs or stages; its own `:tiny` stands for them.
-NO_TINY = ('configs/digits_transfer.py', 'configs/digits_tune.py')
+# The digits CNN's recipe with other classes, epochs or stages (its own `:tiny` stands for them),
+# and the folder transfer recipe, whose runs need a weight file and a folder the user makes.
+NO_TINY = ('configs/digits_transfer.py', 'configs/digits_tune.py', 'configs/folder_transfer.py')
 KEY = jax.random.key(0)
 
 
