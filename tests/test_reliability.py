@@ -1,6 +1,7 @@
 """Nothing lost, nothing mixed: bad input refused in one line with a finished run left as it was,
 signals that save, unusable checkpoints passed over, one run per workdir, no NaN checkpoint."""
 
+import errno
 import glob
 import hashlib
 import io
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import checkpoint_arrays, read_metrics
+from orbax.checkpoint._src.path import async_path
 from PIL import Image
 
 from train import classify, gan_eval, predict, vae
@@ -393,3 +395,57 @@ def test_an_early_stopping_metric_the_task_lacks_is_refused_before_training(
   assert not glob.glob(str(workdir / 'checkpoints' / '*'))
   vae.main(argv=[*argv, '--config.early_stopping.metric=neg_elbo'])  # the same workdir, fixed
   assert read_metrics(workdir, 'eval')
+
+
+def test_a_disk_filling_up_during_a_save_ends_in_one_line_and_keeps_the_earlier_checkpoints(
+    finished_run, data_dir, tmp_path, monkeypatch, capfd):
+  """The free-space check passes; the disk fills while Orbax writes the step-4 checkpoint in the
+  background (its tree metadata, written after the arrays). `finished_run` has prepared the
+  dataset, which reports its progress."""
+  del finished_run
+  capfd.readouterr()
+  workdir = str(tmp_path / 'run')
+  write_text = async_path.write_text
+
+  async def disk_full_after_step_2(path, text):
+    if path.name == '_METADATA' and os.path.isdir(os.path.join(workdir, 'checkpoints', '2')):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return await write_text(path, text)
+
+  monkeypatch.setattr(async_path, 'write_text', disk_full_after_step_2)
+  with pytest.raises(SystemExit) as exit_info:
+    classify.main(argv=_classify_args(workdir, data_dir))
+  monkeypatch.undo()
+  out, err = capfd.readouterr()
+  assert exit_info.value.code == 2
+  assert 'Traceback' not in out + err and 'ERROR' not in out + err
+  lines = [line for line in err.splitlines() if line.strip()]
+  assert len(lines) == 1, err
+  directory = os.path.join(workdir, 'checkpoints')
+  assert lines[0].startswith('error: cannot write the checkpoint of step 4 (about ') and (
+      f'bytes) to {directory} (No space left on device): free that much space' in lines[0])
+  assert lines[0].endswith('run the same command again to resume from step 2.')
+  assert os.listdir(directory) == ['2']  # no partial step folder
+  checkpointer = checkpoint_lib.Checkpointer(workdir, keep=1, best_metric='accuracy',
+                                             read_only=True)
+  assert checkpointer.all_steps() == [2]
+  assert checkpointer.saved_tree() is not None
+  checkpointer.close()
+
+
+def test_the_free_space_asked_for_a_save_is_the_checkpoint_size_within_the_margin(
+    finished_run):
+  """What the up-front check asks for: the arrays' bytes plus the stated margin, at least what
+  the saved step takes on disk (in blocks) and not much more."""
+  _, params = checkpoint_arrays(finished_run, 'params')
+  step_dir = os.path.join(finished_run, 'checkpoints', '4')
+  on_disk = sum(os.stat(os.path.join(root, name)).st_blocks * 512
+                for root, dirs, files in os.walk(step_dir) for name in dirs + files)
+  checkpointer = checkpoint_lib.Checkpointer(finished_run, keep=1, best_metric='accuracy',
+                                             read_only=True)
+  tree = checkpointer.saved_tree()
+  checkpointer.close()
+  arrays = sum(np.dtype(x.dtype).itemsize * np.prod(x.shape) for x in jax.tree.leaves(tree))
+  needed = checkpoint_lib.checkpoint_bytes(
+      jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree))
+  assert params and on_disk <= needed <= arrays + 2 * on_disk

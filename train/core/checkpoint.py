@@ -7,6 +7,7 @@ over for the newest one that can, with a line saying so.
 """
 
 import contextlib
+import glob
 import logging
 import os
 import shutil
@@ -20,20 +21,34 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from train.core.errors import TrainingDiverged, UserError
+from train.core.errors import USER_FIXABLE_ERRNOS, TrainingDiverged, UserError
 
 UNUSABLE_DIR = 'unusable_checkpoints'  # beside `checkpoints`: set-aside steps, kept for a person
 _WRITE_FAILURES = ('RESOURCE_EXHAUSTED', 'PERMISSION_DENIED')
-# Orbax's files beside the arrays (metadata, OCDBT manifests, the temporary copy) need room too.
-_SAVE_OVERHEAD_BYTES = 1 << 20
+# Room for Orbax's files beside the arrays, measured on a digits CNN checkpoint: about 26 files
+# and folders (manifests, metadata, commit markers), each taking at least one 4 KiB block, and
+# about 700 bytes of tree metadata per array (_METADATA, _sharding, array_metadatas). The arrays
+# themselves are counted uncompressed: the most the OCDBT store can take.
+_SAVE_MARGIN_BYTES = 32 * 4096
+_SAVE_MARGIN_BYTES_PER_ARRAY = 1024
+
+
+def _is_write_failure(e: BaseException | None) -> bool:
+  """A full disk or a denied write: TensorStore reports these as a ValueError with its status."""
+  if isinstance(e, OSError):
+    return e.errno in USER_FIXABLE_ERRNOS
+  return isinstance(e, ValueError) and any(status in str(e) for status in _WRITE_FAILURES)
 
 
 class _SkipExpectedWarnings(logging.Filter):
   """Periodic saves between evaluations carry no metrics by design, and scoring opens
-  checkpoints read-only on purpose; Orbax warns at each."""
+  checkpoints read-only on purpose; Orbax warns at each. A save that fails for a full disk or a
+  denied write is reported in one line, without Orbax's tracebacks."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     message = record.getMessage()
+    if record.exc_info and _is_write_failure(record.exc_info[1]):
+      return False  # a failed save's tracebacks: `Checkpointer.wait` reports it in one line
     return not any(s in message for s in ('did not provide metrics', 'read only', 'read_only'))
 
 
@@ -79,6 +94,7 @@ class Checkpointer:
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, 'checkpoints')
     self.read_only = read_only
+    self._saving = (None, 0)  # the step and size of the latest save started
     # best_fn makes Orbax store the metrics beside each checkpoint, which BestN ranks by.
     # cleanup_tmp_directories removes the partial saves a killed run leaves behind.
     self._manager = ocp.CheckpointManager(
@@ -120,7 +136,7 @@ class Checkpointer:
     # One save at a time: a save starting while the previous one is still finalizing (and
     # pruning old steps) can race with it inside Orbax. Waiting also surfaces a failed save.
     self.wait()
-    _check_free_space(self.directory, state)
+    self._saving = (step, _check_free_space(self.directory, state))
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress or {})),
                        metrics=metrics)
@@ -218,26 +234,47 @@ class Checkpointer:
     try:
       yield
     except (OSError, ValueError) as e:
-      # TensorStore reports a full disk or a denied write as a ValueError with its status.
-      if isinstance(e, ValueError) and not any(status in str(e) for status in _WRITE_FAILURES):
+      if not _is_write_failure(e):
         raise
+      self._remove_partial_saves()
+      step, size = self._saving
       reason = getattr(e, 'strerror', None) or _first_line(e)
-      raise UserError(f'cannot write checkpoints to {self.directory} ({reason}): free space '
-                      'or fix its permissions, then run again to resume.') from None
+      latest = self.latest_step()
+      resume = f'resume from step {latest}' if latest is not None else 'start afresh'
+      raise UserError(f'cannot write the checkpoint of step {step} (about {size:,} bytes) to '
+                      f'{self.directory} ({reason}): free that much space there or fix its '
+                      f'permissions, then run the same command again to {resume}.') from None
+
+  def _remove_partial_saves(self) -> None:
+    """Removes what a failed save left (Orbax's temporary step folders), so that only complete
+    checkpoints remain."""
+    if self.read_only or jax.process_index() != 0:
+      return
+    for path in glob.glob(os.path.join(self.directory, '*.orbax-checkpoint-tmp*')):
+      shutil.rmtree(path, ignore_errors=True)
+    self._manager.reload()
 
   def close(self) -> None:
     self._manager.close()
 
 
-def _check_free_space(directory: str, state: Any) -> None:
-  """Refuses a save the disk cannot hold, now rather than when the asynchronous write fails."""
-  needed = _SAVE_OVERHEAD_BYTES + sum(np.dtype(x.dtype).itemsize * np.size(x)
-                                     for x in jax.tree.leaves(state))
+def checkpoint_bytes(state: Any) -> int:
+  """The most room a checkpoint of `state` takes on disk: its arrays' bytes and the margin."""
+  leaves = jax.tree.leaves(state)
+  return (_SAVE_MARGIN_BYTES + _SAVE_MARGIN_BYTES_PER_ARRAY * len(leaves) +
+          sum(np.dtype(x.dtype).itemsize * np.size(x) for x in leaves))
+
+
+def _check_free_space(directory: str, state: Any) -> int:
+  """Refuses a save the disk cannot hold, now rather than when the asynchronous write fails;
+  returns the bytes it needs."""
+  needed = checkpoint_bytes(state)
   free = shutil.disk_usage(directory if os.path.isdir(directory) else
                            os.path.dirname(directory)).free
   if free < needed:
     raise UserError(f'{directory}: {free:,} bytes free, but a checkpoint needs about {needed:,}: '
                     'free some space (or give another --workdir), then run again to resume.')
+  return needed
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ Problems a user can fix (`UserError`) are printed as one line and exit with stat
 """
 
 import argparse
-import errno
 import sys
 from typing import Callable, Sequence
 
@@ -16,14 +15,12 @@ import ml_collections
 
 from train.core import distributed
 from train.core.config import apply_overrides, load_config, split_overrides
-from train.core.errors import UserError
+from train.core.errors import USER_FIXABLE_ERRNOS, UserError
 from train.core.interrupt import Interrupted
 from train.core.run import run as run_task
 from train.core.task import Task
 
 EXIT_USER_ERROR = 2
-# A full disk, a read-only file system, missing permissions: a person fixes these, not the code.
-USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def parse_args(argv: Sequence[str], description: str
