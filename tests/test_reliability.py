@@ -392,7 +392,7 @@ def test_an_early_stopping_metric_the_task_lacks_is_refused_before_training(
   assert exit_info.value.code == 2
   assert last_line == ("error: config.early_stopping.metric='accuracy' is not an eval metric of "
                        'this task; use one of bits_per_dim, kl, neg_elbo, reconstruction.')
-  assert not glob.glob(str(workdir / 'checkpoints' / '*'))
+  assert not workdir.exists()  # the run created it, then left nothing in it
   vae.main(argv=[*argv, '--config.early_stopping.metric=neg_elbo'])  # the same workdir, fixed
   assert read_metrics(workdir, 'eval')
 
@@ -449,3 +449,14 @@ def test_the_free_space_asked_for_a_save_is_the_checkpoint_size_within_the_margi
   needed = checkpoint_lib.checkpoint_bytes(
       jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree))
   assert params and on_disk <= needed <= arrays + 2 * on_disk
+
+
+@pytest.mark.parametrize('bad', ['--config.model=cnn2', '--config.data.dataset=no_such_dataset',
+                                 '--config.batch_size=0'])
+def test_a_refused_config_leaves_no_new_workdir_behind(bad, finished_run, data_dir, tmp_path):
+  """Refused before the run starts (batch_size) or inside it, after the workdir was locked."""
+  del finished_run  # the dataset is prepared
+  with pytest.raises(SystemExit) as exit_info:
+    classify.main(argv=_classify_args(tmp_path / 'new' / 'run', data_dir, bad))
+  assert exit_info.value.code == 2
+  assert not (tmp_path / 'new').exists()

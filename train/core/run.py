@@ -103,7 +103,6 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
   try:
     compat.check_fits(checkpointer.saved_tree(), abstract_state, trained.saved_config(workdir),
                       config, workdir)
-    trained.save_config(config, workdir)
     stopper = EarlyStopping(**config.early_stopping.to_dict())
     restored = loop.restore_latest(checkpointer, abstract_state)
     if restored is None:
@@ -118,7 +117,6 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
              f'eval examples of {config.data.dataset} {info.image_shape}; {cadence.total_steps} '
              f'steps of {config.batch_size} on {jax.device_count()} device(s) with '
              f'{config.parallelism}')
-    writer = MetricWriter(workdir, start_step)
     train_fn = parallelism.compile(_train_step(task, ctx), donate_state=True, with_rng=True)
     # Compiled on first use: the final evaluation's step may differ (see Task.eval_step).
     eval_fns = {final: parallelism.compile(_eval_step(task, ctx, final), with_rng=True)
@@ -137,6 +135,9 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
                                 parallelism, streams.eval)
       names.pop('count')
       validate.check_stopping_metric(config.early_stopping, [*names, *task.after_eval_metrics])
+    # The config passed every check: the run's first writes.
+    trained.save_config(config, workdir)
+    writer = MetricWriter(workdir, start_step)
 
     def evaluate(state: Any, step: int) -> dict[str, float]:
       metrics, images = evaluate_on(selection_split, state, step >= cadence.total_steps)

@@ -3,7 +3,7 @@
 `WORKDIR/lock` names its holder (host and pid). The lock itself is an `fcntl.flock` on that
 file, which the kernel releases when the holder dies however it dies, so a lock left by a
 killed run is detected (it can be taken) and taken over. In a multi-process run process 0 holds
-it for all.
+it for all. A workdir this run created and left empty (its config was refused) is removed.
 """
 
 import contextlib
@@ -49,6 +49,7 @@ def hold(workdir: str) -> Iterator[None]:
   if jax.process_index() != 0:
     yield
     return
+  created = _first_missing(os.path.abspath(workdir))
   os.makedirs(workdir, exist_ok=True)
   fd = _acquire(os.path.join(workdir, LOCK_FILE))
   try:
@@ -56,6 +57,24 @@ def hold(workdir: str) -> Iterator[None]:
   finally:
     os.unlink(os.path.join(workdir, LOCK_FILE))
     os.close(fd)  # releases the flock
+    if created:
+      _remove_empty_folders(created)
+
+
+def _first_missing(path: str) -> str | None:
+  """The outermost folder of `path` that does not exist yet (None if it all does)."""
+  missing = None
+  while not os.path.exists(path):
+    missing, path = path, os.path.dirname(path)
+  return missing
+
+
+def _remove_empty_folders(top: str) -> None:
+  """Removes the folders under `top` (and `top`) that hold no file: a run refused before its
+  first write leaves nothing behind, and nothing written is ever removed."""
+  for root, _, _ in sorted(os.walk(top), key=lambda walked: -len(walked[0])):
+    with contextlib.suppress(OSError):  # not empty
+      os.rmdir(root)
 
 
 def _acquire(path: str) -> int:
