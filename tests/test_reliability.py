@@ -12,6 +12,7 @@ import signal
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 import tensorflow as tf
 from conftest import checkpoint_arrays, read_metrics
@@ -460,3 +461,26 @@ def test_a_refused_config_leaves_no_new_workdir_behind(bad, finished_run, data_d
     classify.main(argv=_classify_args(tmp_path / 'new' / 'run', data_dir, bad))
   assert exit_info.value.code == 2
   assert not (tmp_path / 'new').exists()
+
+
+def test_checkpoints_of_the_earlier_layout_restore(finished_run, data_dir, tmp_path, capsys):
+  """Before the `progress` item, a checkpoint was the state alone: Orbax's single item
+  `default`, with the eval metrics beside it."""
+  workdir = str(tmp_path / 'run')
+  os.makedirs(workdir)
+  shutil.copy(os.path.join(finished_run, 'config.json'), workdir)
+  state = ocp.StandardCheckpointer().restore(
+      os.path.join(finished_run, 'checkpoints', '4', 'state'))
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'),
+                                  options=ocp.CheckpointManagerOptions(
+                                      best_fn=lambda m: m['accuracy'], best_mode='max'))
+  manager.save(4, args=ocp.args.StandardSave(state), metrics={'accuracy': 0.1})
+  manager.wait_until_finished()
+  manager.close()
+  assert os.listdir(os.path.join(workdir, 'checkpoints', '4')).count('default') == 1
+  assert predict.predict(workdir, [_a_digit(None, tmp_path)]) == predict.predict(
+      finished_run, [_a_digit(None, tmp_path)])
+  classify.main(argv=_classify_args(workdir, data_dir, '--config.num_steps=6'))
+  out = capsys.readouterr().out
+  assert f'Resuming from the checkpoint at step 4 in {workdir}' in out and 'unusable' not in out
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4', '6']

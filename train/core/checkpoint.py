@@ -1,9 +1,10 @@
 """Orbax checkpoints under `WORKDIR/checkpoints`: the latest k, plus the best by an eval metric.
 
 Each checkpoint holds two items: `state` (the train state's arrays) and `progress` (a small JSON
-dict of loop state, e.g. early stopping). A state that is not finite is never saved, and a
-checkpoint that cannot be read back (truncated or missing files, non-finite values) is passed
-over for the newest one that can, with a line saying so.
+dict of loop state, e.g. early stopping); checkpoints of the earlier layout, the state alone as
+Orbax's single item `default`, restore with empty progress. A state that is not finite is never
+saved, and a checkpoint that cannot be read back (truncated or missing files, non-finite values)
+is passed over for the newest one that can, with a line saying so.
 """
 
 import contextlib
@@ -23,6 +24,7 @@ from orbax.checkpoint import checkpoint_managers
 
 from train.core.errors import USER_FIXABLE_ERRNOS, TrainingDiverged, UserError
 
+LEGACY_ITEM = 'default'  # the state alone, as saved before the `progress` item existed
 UNUSABLE_DIR = 'unusable_checkpoints'  # beside `checkpoints`: set-aside steps, kept for a person
 _WRITE_FAILURES = ('RESOURCE_EXHAUSTED', 'PERMISSION_DENIED')
 # Room for Orbax's files beside the arrays, measured on a digits CNN checkpoint: about 26 files
@@ -99,7 +101,8 @@ class Checkpointer:
     # cleanup_tmp_directories removes the partial saves a killed run leaves behind.
     self._manager = ocp.CheckpointManager(
         self.directory, item_handlers={'state': ocp.StandardCheckpointHandler(),
-                                       'progress': ocp.JsonCheckpointHandler()},
+                                       'progress': ocp.JsonCheckpointHandler(),
+                                       LEGACY_ITEM: ocp.StandardCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(
             preservation_policy=policy, best_fn=score, best_mode='max', read_only=read_only,
             create=not read_only, cleanup_tmp_directories=not read_only))
@@ -148,6 +151,10 @@ class Checkpointer:
     checkpoint restores onto a different number of devices than it was saved from.
     """
     step = self.latest_step() if step is None else step
+    if self._is_legacy(step):
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          **{LEGACY_ITEM: ocp.args.StandardRestore(abstract_state)}))
+      return Restored(restored[LEGACY_ITEM], {}, step)
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), progress=ocp.args.JsonRestore()))
     return Restored(restored['state'], dict(restored['progress'] or {}), step)
@@ -180,7 +187,8 @@ class Checkpointer:
     cannot be used, the newest one that can (saying so); UserError if there is none."""
     steps = sorted(self._manager.all_steps(), reverse=True)
     first = {'latest': self.latest_step, 'best': self.best_step}.get(which, lambda: which)()
-    if first is None or not steps:
+    first = steps[0] if first is None and steps else first  # no save had metrics
+    if first is None:
       raise UserError(f'no checkpoint in {self.directory}: train first (the same command with '
                       'python -m train.<task> --config ... --workdir WORKDIR).')
     restored = self.restore_usable(abstract_state, [first] + [s for s in steps if s != first])
@@ -205,10 +213,16 @@ class Checkpointer:
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
         with _quiet_stderr_unless_ok():
-          return self._manager.item_metadata(step)['state'].tree
+          item = LEGACY_ITEM if self._is_legacy(step) else 'state'
+          return self._manager.item_metadata(step)[item].tree
       except Exception:  # pylint: disable=broad-except  (unreadable: `restore_usable` says so)
         continue
     return None
+
+  def _is_legacy(self, step: int) -> bool:
+    folder = os.path.join(self.directory, str(step))
+    return (os.path.isdir(os.path.join(folder, LEGACY_ITEM)) and
+            not os.path.isdir(os.path.join(folder, 'state')))
 
   def best_step(self) -> int | None:
     """The saved step with the best metric (the latest one when no save had metrics)."""
