@@ -21,7 +21,7 @@ from train import classify, tune
 from train.core import optim, validate
 from train.core.errors import UserError
 from train.core.state import create_train_state
-from train.tuning import population
+from train.tuning import population, population_study
 from train.tuning import space as space_lib
 from train.tuning import study as study_lib
 
@@ -250,6 +250,39 @@ def test_population_mode_trains_the_trials_k_at_a_time(tmp_path, data_dir, capsy
   assert 'Reproduce it: python -m train.classify --config' in out
   assert '--config.label_smoothing=' in out.split('Reproduce it: ')[1].splitlines()[0]
   assert not os.path.exists(os.path.join(workdir, 'trials'))
+
+
+def test_population_mode_reruns_the_trials_of_a_killed_process(tmp_path, monkeypatch, capsys):
+  """Trials left RUNNING by a killed process go stale (no heartbeat for grace_seconds), fail
+  and are trained again with their parameters, as in trials mode. The training itself is
+  stubbed: what is checked is which trials the study runs."""
+  config = digits_tune.get_config()
+  with config.unlocked():
+    config.search = ml_collections.ConfigDict(
+        {'optim': {'learning_rate': ('log_uniform', 1e-3, 1e-2)}})
+  space = space_lib.parse(config)
+  options = study_lib.Options(mode='population', population=2, trials=2, sampler='random',
+                              heartbeat_seconds=1, grace_seconds=2)
+  storage = study_lib.open_storage(f'sqlite:///{tmp_path}/study.db', options)
+  study = study_lib.load_or_create(storage, 'recipe', space, 'accuracy', 'max', options)
+  with pytest.warns(UserWarning, match='Heartbeat of storage'):
+    killed = [study.ask() for _ in range(2)]
+  killed_rates = sorted(space.suggest(trial)['optim.learning_rate'] for trial in killed)
+  for trial in killed:  # the population's last heartbeat before the kill
+    storage.record_heartbeat(trial._trial_id)
+  time.sleep(options.grace_seconds + 1.2)  # SQLite's clock counts whole seconds
+  trained = []
+
+  def fake_train(config, pop, test):
+    trained.extend(pop.learning_rate.tolist())
+    return [{'accuracy': 0.5, 'step': 4, 'test_accuracy': 0.4}] * pop.size
+
+  monkeypatch.setattr(population, 'train', fake_train)
+  population_study.run(study, config, space, options, lambda overrides: 'python -m ...')
+  states = [t.state.name for t in study.trials]
+  assert states == ['FAIL', 'FAIL', 'COMPLETE', 'COMPLETE'], states
+  np.testing.assert_allclose(sorted(trained), killed_rates, rtol=1e-6)
+  assert 'population of 2 trials (2, 3)' in capsys.readouterr().out
 
 
 def test_population_step_equals_independent_steps():

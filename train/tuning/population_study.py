@@ -9,11 +9,13 @@ anything else are different programs. Trials have no workdir of their own; the c
 for the best one trains it as an ordinary run.
 """
 
+import contextlib
 import time
 import warnings
 
 import ml_collections
 import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread
 
 from train.core.errors import UserError
 from train.tuning import population, report
@@ -43,18 +45,27 @@ def run(study: optuna.Study, config: ml_collections.ConfigDict, space: space_lib
   the command line that trains one trial alone."""
   config = space_lib.trial_config(config, [])
   start = time.monotonic()
-  while (done := study_lib.finished_trials(study)) < options.trials:
-    with warnings.catch_warnings():  # heartbeats are for trials run one by one (trials mode)
+  while True:
+    # As in trials mode: the trials of a killed process, without a heartbeat for
+    # grace_seconds, fail and are enqueued again with their parameters (study.open_storage).
+    optuna.storages.fail_stale_trials(study)
+    if (done := study_lib.finished_trials(study)) >= options.trials:
+      return
+    with warnings.catch_warnings():  # Optuna expects heartbeats with study.optimize only
       warnings.filterwarnings('ignore', 'Heartbeat of storage', UserWarning)
       trials = [study.ask() for _ in range(min(options.population, options.trials - done))]
     values = [space.suggest(trial) for trial in trials]
     print(f'population of {len(trials)} trials ({", ".join(str(t.number) for t in trials)}); '
           f'{done}/{options.trials} trials done', flush=True)
     try:
-      results = population.train(config, population.Population.of(
-          config, **{FIELDS[name]: [v[name] for v in values] for name in space}), test=True)
-    except BaseException:  # interrupted: these trials did not finish (a rerun runs others)
+      with contextlib.ExitStack() as heartbeats:  # Optuna's own, as study.optimize sends
+        for trial in trials:
+          heartbeats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+        results = population.train(config, population.Population.of(
+            config, **{FIELDS[name]: [v[name] for v in values] for name in space}), test=True)
+    except BaseException:  # interrupted: these trials did not finish; a rerun runs them again
       for trial in trials:
+        study_lib.retry(trial)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
       raise
     for trial, trial_values, result in zip(trials, values, results):
