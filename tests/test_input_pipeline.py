@@ -212,6 +212,29 @@ def test_normalization_per_channel(data_dir):
   np.testing.assert_allclose(normalized, (plain - 0.25) / 0.5, rtol=1e-6)
 
 
+def test_input_preprocessing_is_what_the_model_sees_with_bgr(tmp_path):
+  """With data.bgr the statistics come in the model's (BGR) channel order and, applied to the
+  RGB images (NumPy, or JAX under jit as the feature networks do), give the pipeline's."""
+  rng = np.random.default_rng(0)
+  for name in ('a', 'b'):
+    os.makedirs(tmp_path / name)
+    for i in range(3):
+      pixels = rng.integers(0, 256, (4, 5, 3), np.uint8)
+      Image.fromarray(pixels, 'RGB').save(tmp_path / name / f'{i}.png')
+  config = _folder_config(tmp_path, normalization='per_channel', mean=(0.1, 0.2, 0.3),
+                          std=(0.5, 0.25, 0.125), bgr=True)
+  preprocessing = input_pipeline.input_preprocessing(config)
+  assert preprocessing.bgr
+  np.testing.assert_allclose(preprocessing.mean, (0.3, 0.2, 0.1), rtol=1e-6)
+  np.testing.assert_allclose(preprocessing.std, (0.125, 0.25, 0.5), rtol=1e-6)
+  rgb = _all_eval_images(_folder_config(tmp_path))
+  seen = _all_eval_images(config)
+  np.testing.assert_allclose(seen, (rgb - (0.1, 0.2, 0.3))[..., ::-1] / (0.125, 0.25, 0.5),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(preprocessing(rgb), seen, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(jax.jit(preprocessing)(rgb), seen, rtol=1e-6, atol=1e-6)
+
+
 def test_normalization_featurewise_standardizes_the_training_split(data_dir):
   # The training split, read as an eval split, comes out with mean 0 and std 1 per channel.
   images = _all_eval_images(_config(data_dir, eval_split='train', normalization='featurewise'))

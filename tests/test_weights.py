@@ -176,3 +176,13 @@ def test_errors_are_one_line_and_name_the_problem(tmp_path):
   assert "'fc.weight' has shape (512, 1000)" in message and 'needs (2048, 1000)' in message
   with pytest.raises(zoo.ConversionError, match='no converter'):
     zoo.load_pretrained('lenet5', tmp_path / 'resnet18.pth')
+
+
+def test_keras_vgg16_without_top(tmp_path, keras):
+  reference = randomize_keras(keras.applications.VGG16(
+      weights=None, include_top=False, pooling='avg', input_shape=(32, 32, 3)))
+  x = images(32)
+  reference.save_weights(tmp_path / 'vgg16_notop.weights.h5')
+  model, _, _ = check_file('vgg16', tmp_path / 'vgg16_notop.weights.h5', x,
+                           keras_logits(reference, x), 'vgg16 keras without top')
+  assert (model.num_classes, model.classifier_width) == (0, 0)

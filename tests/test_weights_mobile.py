@@ -93,6 +93,20 @@ def test_keras_mobilenet_v2(tmp_path):
              'mobilenet_v2 keras')
 
 
+@pytest.mark.parametrize('name, application', [('mobilenet_v3_small', 'MobileNetV3Small'),
+                                               ('mobilenet_v3_large', 'MobileNetV3Large')])
+def test_keras_mobilenet_v3(tmp_path, name, application):
+  import keras
+  # Keras' smallest input; without its input rescaling, so that both take the same images.
+  reference = randomize_keras(getattr(keras.applications, application)(
+      weights=None, input_shape=(32, 32, 3), include_preprocessing=False,
+      classifier_activation=None))
+  x = images(32)
+  reference.save_weights(tmp_path / f'{name}.weights.h5')
+  check_file(name, tmp_path / f'{name}.weights.h5', x, keras_logits(reference, x),
+             f'{name} keras')
+
+
 def test_keras_efficientnet_b0(tmp_path):
   import keras
   reference = randomize_keras(keras.applications.EfficientNetB0(
@@ -118,8 +132,8 @@ def test_keras_efficientnet_refuses_other_input_normalization():
 
 
 def test_unsupported_pairs_are_conversion_errors():
-  with pytest.raises(mapping.ConversionError, match='can be read from torchvision, timm'):
-    mobilenet_weights.rule('mobilenet_v3_large', 'keras')
+  with pytest.raises(mapping.ConversionError, match='can be read from torchvision, timm, keras'):
+    mobilenet_weights.rule('mobilenet_v3_large', 'pytorch_fid')
   with pytest.raises(mapping.ConversionError, match='not one of the EfficientNet models'):
     efficientnet_weights.rule('resnet50', 'torchvision')
 

@@ -108,6 +108,21 @@ def test_convnext_tiny_from_keras(tmp_path):
              keras_logits(ref, pixels), 'convnext_tiny keras', **CONVNEXT)
 
 
+def test_convnext_tiny_from_keras_without_top(tmp_path):
+  from keras.src.applications.convnext import ConvNeXt
+  ref = ConvNeXt(depths=list(CONVNEXT['stage_sizes']), projection_dims=list(CONVNEXT['widths']),
+                 name='convnext_tiny', input_shape=(32, 32, 3), include_top=False, pooling='avg',
+                 weights=None)
+  randomize_keras(ref)
+  pixels = np.random.default_rng(1).uniform(0, 255, size=(2, 32, 32, 3)).astype(np.float32)
+  x = ((pixels / 255 - MEAN) / STD).astype(np.float32)
+  ref.save_weights(tmp_path / 'convnext_tiny_notop.weights.h5')
+  model, _, _ = check_file('convnext_tiny', tmp_path / 'convnext_tiny_notop.weights.h5', x,
+                           keras_logits(ref, pixels), 'convnext_tiny keras without top',
+                           **CONVNEXT)
+  assert model.num_classes == 0
+
+
 def test_weights_of_another_size_name_the_tensor_and_both_shapes(tmp_path):
   import timm
   path = save_torch(timm.create_model('vit_small_patch16_224', img_size=32, depth=1),

@@ -47,7 +47,17 @@ def num_stages(image_size: int) -> int:
   return n
 
 
-class Generator(nn.Module):
+class _DCGANNet(nn.Module):
+  """What the generator and the discriminator share: the reference code's initialization
+  (kernels N(0, 0.02), BatchNorm scales N(1, 0.02)), BatchNorm's `pmap` axis, the dtypes."""
+  kernel_init: Initializer = nn.initializers.normal(0.02)
+  scale_init: Initializer = _bn_scale_init
+  bn_axis_name: str | None = None
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+
+class Generator(_DCGANNet):
   """Noise (B, latent_dim) -> dense projection -> reshape to s x s -> BatchNorm, ReLU ->
   stride-2 upsampling stages with BatchNorm and ReLU -> tanh image (B, size, size, channels).
 
@@ -63,11 +73,6 @@ class Generator(nn.Module):
   width: int = 64
   latent_dim: int = 100
   decoder: str = 'transpose'
-  kernel_init: Initializer = nn.initializers.normal(0.02)
-  scale_init: Initializer = _bn_scale_init
-  bn_axis_name: str | None = None
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool) -> jax.Array:
@@ -87,7 +92,7 @@ class Generator(nn.Module):
     return jnp.tanh(x).astype(jnp.float32)
 
 
-class Discriminator(nn.Module):
+class Discriminator(_DCGANNet):
   """Image (B, size, size, C) -> stride-2 convolutions with LeakyReLU(0.2), BatchNorm on every
   layer but the first -> one logit per image, (B,). Apply a sigmoid loss to the logit.
 
@@ -97,11 +102,6 @@ class Discriminator(nn.Module):
   """
   image_size: int = 64
   width: int = 64
-  kernel_init: Initializer = nn.initializers.normal(0.02)
-  scale_init: Initializer = _bn_scale_init
-  bn_axis_name: str | None = None
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:

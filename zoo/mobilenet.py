@@ -8,8 +8,9 @@ source's weights were trained with:
     names; epsilon 1e-5 for V3 too. Its V3 applies the 1280-wide layer after the pooling as a 1×1
     conv, which is the same as torchvision's Linear. timm's `tf_` ports also need
     `bn_epsilon=1e-3, padding='same'`;
-  - Keras applications (MobileNetV2): BatchNorm epsilon 1e-3 and momentum 0.999, and TensorFlow's
-    SAME padding on the stride-2 convs (one pixel less at the top/left on even inputs).
+  - Keras applications (MobileNetV2, MobileNetV3Small/Large): BatchNorm epsilon 1e-3 and momentum
+    0.999, and TensorFlow's SAME padding on the stride-2 convs (one pixel less at the top/left on
+    even inputs).
 
 Dropout (before the last layer) uses the 'dropout' RNG stream. `num_classes=0` returns the pooled
 features, the input of the `head`.

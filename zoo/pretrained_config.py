@@ -13,7 +13,9 @@ import dataclasses
 import functools
 import importlib.resources
 
+import jax
 import numpy as np
+from numpy.typing import ArrayLike
 
 from zoo.registry import model_info
 
@@ -24,13 +26,15 @@ class Preprocessing:
 
   `mean` and `std` are per channel in the network's channel order, in units of [0, 1] pixels.
   """
-  mean: tuple[float, float, float]
-  std: tuple[float, float, float]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
   bgr: bool = False
 
-  def __call__(self, images: np.ndarray) -> np.ndarray:
-    """(..., H, W, 3) RGB images in [0, 1] -> network input, float32."""
-    x = np.asarray(images, np.float32)
+  def __call__(self, images: ArrayLike) -> ArrayLike:
+    """(..., H, W, C) RGB images in [0, 1] -> network input, float32: a JAX array (traced, too)
+    for a JAX array, a NumPy array otherwise."""
+    x = images.astype(np.float32) if isinstance(images, jax.Array) else np.asarray(
+        images, np.float32)
     if self.bgr:
       x = x[..., ::-1]
     return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)

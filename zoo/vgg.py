@@ -44,7 +44,9 @@ class VGG(nn.Module):
   (7×7 as torchvision: a 224×224 input gives 7×7 already; the 1×1 map of a 32×32 CIFAR
   image is repeated to 7×7), flattened and fed to two Dense(`classifier_width`)-ReLU-
   Dropout layers and the `head`. For CIFAR, `pool_size=(1, 1), classifier_width=512`
-  avoids the 25088-wide input of the first Dense layer.
+  avoids the 25088-wide input of the first Dense layer. `classifier_width=0` has no Dense
+  layers but the `head`: the last map is averaged instead (Keras' `include_top=False,
+  pooling='avg'`).
   """
   stage_sizes: Sequence[int]
   widths: Sequence[int] = (64, 128, 256, 512, 512)
@@ -67,6 +69,8 @@ class VGG(nn.Module):
                    name=f'stage{i}_conv{j}')(x, train=train)
       sow_stage(self, i, x)
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    if not self.classifier_width:  # Keras' VGG without its top, pooling='avg'
+      return classifier_head(self, jnp.mean(x, axis=(1, 2)))
     x = adaptive_avg_pool(x, self.pool_size)
     x = x.reshape(x.shape[0], -1)
     for k in (1, 2):

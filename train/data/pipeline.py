@@ -23,6 +23,7 @@ from configs.common import data as default_config  # the `config.data` fields
 from train.core.errors import UserError
 from train.data import augment as augment_lib
 from train.data import holdout, image_folder, pretrained_input, tfds_source
+from zoo.pretrained_config import Preprocessing
 
 try:
   # Before TF touches them (imports don't): the accelerators belong to JAX.
@@ -77,8 +78,9 @@ def validation_split(data_config) -> str | None:
   return value if isinstance(value, str) else HELD_OUT
 
 
-def normalization_stats(data_config) -> tuple[np.ndarray, np.ndarray]:
-  """Per-channel (mean, std): the model sees (x - mean) / std of an image x in [0, 1].
+def input_preprocessing(data_config) -> Preprocessing:
+  """What the model sees of an RGB image x in [0, 1]: the channels reversed when `data.bgr`,
+  then (x - mean) / std, with `mean` and `std` in that (the model's) channel order.
 
   For code that feeds a model images from elsewhere (e.g. generated ones), the same way the
   pipeline does. 'samplewise' has no such constants (each image uses its own): UserError.
@@ -88,12 +90,12 @@ def normalization_stats(data_config) -> tuple[np.ndarray, np.ndarray]:
   if config.normalization == 'samplewise':
     raise UserError("data.normalization='samplewise' standardizes each image by itself; it has "
                     'no fixed statistics.')
-  if config.normalization == 'none':
-    return np.zeros(shape[-1], np.float32), np.ones(shape[-1], np.float32)
-  if config.normalization == 'featurewise':
-    mean, std = _featurewise_stats(_source_key(config), shape, _resize_of(config))
-    return mean, std + _STD_EPSILON
-  return _given_stats(config, shape[-1])
+  mean, std = _fixed_stats(config, shape)
+  # The pipeline normalizes in RGB order, then reverses the channels: the same as reversing
+  # first and normalizing by the reversed statistics.
+  order = slice(None, None, -1) if config.bgr else slice(None)
+  return Preprocessing(mean=tuple(map(float, mean[order])), std=tuple(map(float, std[order])),
+                       bgr=config.bgr)
 
 
 def make_train_iterator(data_config, *, seed: int, global_batch_size: int,
@@ -533,12 +535,18 @@ def _channel_normalizer(config, shape: tuple[int, int, int]):
   if mode == 'samplewise':  # As Keras: over all of the image's values.
     return lambda image: ((image - tf.reduce_mean(image))
                           / (tf.math.reduce_std(image) + _STD_EPSILON))
-  if mode == 'featurewise':
-    mean, std = _featurewise_stats(_source_key(config), shape, _resize_of(config))
-    std = std + _STD_EPSILON
-  else:
-    mean, std = _given_stats(config, shape[-1])
+  mean, std = _fixed_stats(config, shape)
   return lambda image: (image - mean) / std
+
+
+def _fixed_stats(config, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+  """(mean, std) in RGB order of every normalization but 'samplewise'."""
+  if config.normalization == 'none':
+    return np.zeros(shape[-1], np.float32), np.ones(shape[-1], np.float32)
+  if config.normalization == 'featurewise':
+    mean, std = _featurewise_stats(_source_key(config), shape, _resize_of(config))
+    return mean, std + _STD_EPSILON
+  return _given_stats(config, shape[-1])
 
 
 def _given_stats(config, channels: int) -> tuple[np.ndarray, np.ndarray]:

@@ -59,14 +59,13 @@ class FeatureNet:
   """
 
   def __init__(self, model: nn.Module, variables: Any, *, input_shape: tuple[int, int, int],
-               mean: np.ndarray, std: np.ndarray, antialias: bool, description: str):
+               preprocessing: zoo.Preprocessing, antialias: bool, description: str):
     self.variables = variables
     self.input_shape = tuple(input_shape)
     self.description = description
     self._antialias = antialias
     self.apply: Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]] = functools.partial(
-        _features_and_logits, model, self.input_shape, np.asarray(mean, np.float32),
-        np.asarray(std, np.float32), antialias)
+        _features_and_logits, model, self.input_shape, preprocessing, antialias)
 
   def resize_policy(self, image_shape: tuple[int, int, int]) -> str:
     """How images of `image_shape` reach the network, in words."""
@@ -78,7 +77,7 @@ class FeatureNet:
     return f'{kind} resize {h}x{w} -> {nh}x{nw}{channels}'
 
 
-def _features_and_logits(model, input_shape, mean, std, antialias, variables, images):
+def _features_and_logits(model, input_shape, preprocessing, antialias, variables, images):
   height, width, channels = input_shape
   x = to_unit(images.astype(jnp.float32))
   if x.shape[-1] != channels:
@@ -88,7 +87,7 @@ def _features_and_logits(model, input_shape, mean, std, antialias, variables, im
   if x.shape[1:3] != (height, width):
     x = jax.image.resize(x, (x.shape[0], height, width, channels), 'bilinear',
                          antialias=antialias)
-  x = (x - mean) / std
+  x = preprocessing(x)
   pooled = zoo.extract_features(model, variables, x)['pooled'].astype(jnp.float32)
   # The logits are the `head` Dense applied to 'pooled', as in every zoo classifier.
   head = variables['params']['head']
@@ -132,11 +131,11 @@ def classifier_net(config_file: str, overrides, workdir: str,
     raise UserError(f'config.eval.classifier_config={config_file!r} / classifier_overrides: '
                     f'{e}') from None
   classifier = trained.restore_classifier(config, workdir, mesh)
-  mean, std = input_pipeline.normalization_stats(config.data)
+  preprocessing = input_pipeline.input_preprocessing(config.data)
   description = (f'classifier {config.model} of {workdir} (step {classifier.step}), '
                  f'{classifier.variables["params"]["head"]["kernel"].shape[0]}-d pooled features')
   return FeatureNet(classifier.model, classifier.variables, input_shape=classifier.info.image_shape,
-                    mean=mean, std=std, antialias=True, description=description)
+                    preprocessing=preprocessing, antialias=True, description=description)
 
 
 def inception_net(weights_file: str, mesh: jax.sharding.Mesh) -> FeatureNet:
@@ -158,5 +157,6 @@ def inception_net(weights_file: str, mesh: jax.sharding.Mesh) -> FeatureNet:
   model = zoo.create_model('inception_v3')
   # pytorch-fid: bilinear resize without antialiasing, then [0, 1] -> [-1, 1] (mean = std = 0.5).
   return FeatureNet(model, variables, input_shape=(INCEPTION_SIZE, INCEPTION_SIZE, 3),
-                    mean=np.full(3, 0.5), std=np.full(3, 0.5), antialias=False,
+                    preprocessing=zoo.Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3),
+                    antialias=False,
                     description=f'Inception-v3 FID weights from {weights_file}, 2048-d pool3')

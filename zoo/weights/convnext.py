@@ -13,7 +13,9 @@ the layer scale is (C, 1, 1) in torchvision ('layer_scale'), (C,) in timm ('gamm
     the model ('convnext_tiny_stem_conv', 'convnext_tiny_downsampling_layernorm_{i}',
     'convnext_tiny_stage_{i}_block_{j}_{depthwise_conv, layernorm, pointwise_conv_1,
     pointwise_conv_2, layer_scale}', 'convnext_tiny_head_{layernorm, dense}'), so the zoo model
-    name must be Keras' model name. Keras' input Normalization layer (ImageNet mean and std on
+    name must be Keras' model name. A file without the top (`include_top=False`) loads as the
+    headless model, its last LayerNorm ('layer_normalization') as the head's: the same function
+    as Keras' `pooling='avg'`. Keras' input Normalization layer (ImageNet mean and std on
     0-255 pixels) has no weights in the file: zoo's model takes inputs normalized by the same
     mean and std on 0-1 pixels, which is the same input.
 """
@@ -100,8 +102,24 @@ def rule(model_name: str, source: str) -> mapping.Rule:
       name += names[module]
     if source != 'keras':
       return torch_param(name, leaf)
+    if part == 'head_norm':
+      return _keras_head_norm(keras_norm(collection, name, leaf))
     if part.endswith('norm') or module == 'norm':
       return keras_norm(collection, name, leaf)
     return f'{name}/{leaf}'
 
   return where
+
+
+def _keras_head_norm(key: str):
+  """Keras' head LayerNorm at `key`; in a file without the top, the model's last layer: an
+  unnamed LayerNormalization after the pooling ('layer_normalization', numbered by Keras'
+  counter), which is zoo's head_norm when the file's model pooled by average."""
+  def take(tensors: mapping.Tensors) -> np.ndarray:
+    if key in tensors:
+      return tensors.take(key)
+    weight = key.rsplit('/', 1)[1]
+    found = [k for k in tensors.keys()
+             if k.startswith('layer_normalization') and k.endswith(f'/{weight}')]
+    return tensors.take(found[0] if len(found) == 1 else key)  # else names the missing key
+  return take

@@ -31,8 +31,9 @@ def overrides(model_name: str, source: str, tensors: Mapping[str, np.ndarray]) -
     fc1, head = tensors.get('classifier.0.weight'), tensors.get('classifier.6.weight')
     width, size = fc1.shape if fc1 is not None else (None, None)
     classes = 0 if head is None else head.shape[0]
-  if size is None:
-    return {'num_classes': classes}
+  if size is None:  # Keras' include_top=False: the convolutions alone, averaged
+    return {'num_classes': classes, 'classifier_width': 0} if source == 'keras' else {
+        'num_classes': classes}
   return {'num_classes': classes, 'classifier_width': width,
           'pool_size': mapping.flattened_side(size, channels)}
 
