@@ -13,17 +13,18 @@ from conftest import assert_same_run, checkpoint_params, read_metrics, train_tas
 from configs import digits_cnn
 from train import classify
 from train.core.errors import UserError
-from train.data import pipeline as input_pipeline
 
 STEPS = 5  # of 32 examples
+# The tests that compare with the reference run share it: one worker process runs them all.
+SHARED = pytest.mark.xdist_group('classify_reference')
 
 
-def _config(tmp_path, steps=STEPS, **changes):
+def _config(data_dir, steps=STEPS, **changes):
   """A tiny ResNet (BatchNorm, no dropout) on 8x8 digits with a constant learning rate."""
   config = digits_cnn.get_config()
   config.model = 'resnet20'
   config.model_kwargs = {'stage_sizes': (1, 1, 1), 'widths': (4, 8, 16)}
-  config.data.data_dir = str(tmp_path / 'tfds')
+  config.data.data_dir = data_dir
   config.data.image_size = (8, 8)
   config.batch_size = 32
   config.eval_batch_size = 128
@@ -48,47 +49,57 @@ def _losses(workdir):
   return [r['loss'] for r in read_metrics(workdir, 'train')]
 
 
-def test_one_device_and_pmap_match_four_devices_under_jit(tmp_path, monkeypatch):
-  _train(_config(tmp_path), tmp_path / 'four')
-  _train(_config(tmp_path), tmp_path / 'one', monkeypatch, devices=1)
-  _train(_config(tmp_path, parallelism='pmap'), tmp_path / 'pmap')
+@pytest.fixture(name='reference', scope='module')
+def reference_fixture(data_dir, tmp_path_factory):
+  """The workdir of STEPS steps on 4 devices under jit: what every other way must reproduce."""
+  workdir = tmp_path_factory.mktemp('four')
+  _train(_config(data_dir), workdir)
   assert jax.device_count() == 4
-  assert len(_losses(tmp_path / 'four')) == STEPS
-  assert_same_run(tmp_path / 'four', tmp_path / 'one')
-  assert_same_run(tmp_path / 'four', tmp_path / 'pmap')
+  assert len(_losses(workdir)) == STEPS
+  return workdir
 
 
-def test_checkpoints_resume_on_other_device_counts_and_paths(tmp_path, monkeypatch):
-  _train(_config(tmp_path, steps=10), tmp_path / 'straight')
+@SHARED
+def test_one_device_and_pmap_match_four_devices_under_jit(reference, data_dir, tmp_path,
+                                                           monkeypatch):
+  _train(_config(data_dir), tmp_path / 'one', monkeypatch, devices=1)
+  _train(_config(data_dir, parallelism='pmap'), tmp_path / 'pmap')
+  assert_same_run(reference, tmp_path / 'one')
+  assert_same_run(reference, tmp_path / 'pmap')
+
+
+@SHARED
+def test_checkpoints_resume_on_other_device_counts_and_paths(reference, data_dir, tmp_path,
+                                                             monkeypatch):
   chain = tmp_path / 'chain'
-  _train(_config(tmp_path, steps=3), chain, monkeypatch, devices=1)
-  _train(_config(tmp_path, steps=5), chain)  # saved on 1 device, resumed on 4
-  _train(_config(tmp_path, steps=7, parallelism='pmap'), chain)  # jit -> pmap
-  _train(_config(tmp_path, steps=10), chain, monkeypatch, devices=1)  # pmap on 4 -> jit on 1
-  assert_same_run(tmp_path / 'straight', chain)
+  _train(_config(data_dir, steps=2), chain, monkeypatch, devices=1)
+  _train(_config(data_dir, steps=3), chain)  # saved on 1 device, resumed on 4
+  _train(_config(data_dir, steps=4, parallelism='pmap'), chain)  # jit -> pmap
+  _train(_config(data_dir, steps=STEPS), chain, monkeypatch, devices=1)  # pmap on 4 -> jit on 1
+  assert_same_run(reference, chain)
 
 
-def test_gradient_accumulation_matches_the_whole_batch(tmp_path):
+def test_gradient_accumulation_matches_the_whole_batch(data_dir, tmp_path):
   # The small CNN: no BatchNorm, whose statistics would differ per micro-batch.
   changes = dict(model='cnn', model_kwargs={'features': (4, 8), 'hidden': 16,
                                             'dropout_rate': 0.0})
-  _train(_config(tmp_path, **changes), tmp_path / 'whole')
-  _train(_config(tmp_path, grad_accum_steps=4, **changes), tmp_path / 'micro')
+  _train(_config(data_dir, **changes), tmp_path / 'whole')
+  _train(_config(data_dir, grad_accum_steps=4, **changes), tmp_path / 'micro')
   assert_same_run(tmp_path / 'whole', tmp_path / 'micro')
 
 
-def test_bfloat16_computation_keeps_float32_parameters(tmp_path):
-  _train(_config(tmp_path, dtype='bfloat16'), tmp_path / 'bf16')
+def test_bfloat16_computation_keeps_float32_parameters(data_dir, tmp_path):
+  _train(_config(data_dir, dtype='bfloat16'), tmp_path / 'bf16')
   _, params = checkpoint_params(tmp_path / 'bf16')
   assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype(np.float32)}
   assert all(np.isfinite(loss) for loss in _losses(tmp_path / 'bf16'))
 
 
-def test_bad_parallelism_and_accumulation_are_user_errors(tmp_path):
+def test_bad_parallelism_and_accumulation_are_user_errors(data_dir, tmp_path):
   with pytest.raises(UserError, match="config.parallelism='pmapp'"):
-    _train(_config(tmp_path, parallelism='pmapp'), tmp_path / 'bad')
+    _train(_config(data_dir, parallelism='pmapp'), tmp_path / 'bad')
   with pytest.raises(UserError, match=r'batch_size=32 must be a multiple of the 4 devices x 16'):
-    _train(_config(tmp_path, grad_accum_steps=16), tmp_path / 'bad')
+    _train(_config(data_dir, grad_accum_steps=16), tmp_path / 'bad')
 
 
 def _free_port():
@@ -97,28 +108,26 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process_with_four_devices(tmp_path):
-  config = _config(tmp_path)
-  input_pipeline.get_dataset_info(config.data)  # prepare the data once, before the processes
+@SHARED
+def test_two_processes_match_one_process_with_four_devices(reference, data_dir, tmp_path):
+  # The command line of `_config` (the reference's), on 2 processes of 2 devices each.
   flags = ['--config', 'configs/digits_cnn.py', '--config.model=resnet20',
            '--config.model_kwargs.stage_sizes=(1,1,1)', '--config.model_kwargs.widths=(4,8,16)',
-           f'--config.data.data_dir={tmp_path / "tfds"}',
-           '--config.data.image_size=8,8', '--config.batch_size=32',
-           f'--config.num_steps={STEPS}', '--config.log_every_steps=1',
-           '--config.optim.schedule=constant', '--config.optim.warmup_epochs=0']
-
-  def launch(workdir, devices, *extra):
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), JAX_DISABLE_MOST_OPTIMIZATIONS='1')
-    return subprocess.Popen([sys.executable, '-m', 'train.classify', *flags,
-                             '--workdir', str(workdir), *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
+           f'--config.data.data_dir={data_dir}', '--config.data.image_size=8,8',
+           '--config.batch_size=32', '--config.eval_batch_size=128', f'--config.num_steps={STEPS}',
+           '--config.eval_every_epochs=1', '--config.checkpoint_every_epochs=1',
+           '--config.log_every_steps=1', '--config.optim.schedule=constant',
+           '--config.optim.warmup_epochs=0', '--config.optim.name=sgd',
+           '--config.optim.learning_rate=0.05']
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES='2', JAX_DISABLE_MOST_OPTIMIZATIONS='1')
   port = _free_port()
-  runs = [launch(tmp_path / 'one', 4)] + [
-      launch(tmp_path / 'two', 2, '--coordinator_address', f'127.0.0.1:{port}',
-             '--num_processes', '2', '--process_id', str(i)) for i in range(2)]
+  runs = [subprocess.Popen(
+      [sys.executable, '-m', 'train.classify', *flags, '--workdir', str(tmp_path / 'two'),
+       '--coordinator_address', f'127.0.0.1:{port}', '--num_processes', '2',
+       '--process_id', str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True) for i in range(2)]
   outputs = [run.communicate(timeout=400)[0] for run in runs]
-  assert [run.returncode for run in runs] == [0, 0, 0], outputs
-  assert 'on 4 device(s)' in outputs[0] and 'on 4 device(s)' in outputs[1]
-  assert 'Final eval' not in outputs[2]  # only process 0 reports
-  assert_same_run(tmp_path / 'one', tmp_path / 'two')
+  assert [run.returncode for run in runs] == [0, 0], outputs
+  assert 'on 4 device(s)' in outputs[0]
+  assert 'Final eval' not in outputs[1]  # only process 0 reports
+  assert_same_run(reference, tmp_path / 'two')

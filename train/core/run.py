@@ -36,7 +36,6 @@ from train.core import (
 from train.core import workdir as workdir_lib
 from train.core.checkpoint import Checkpointer
 from train.core.early_stopping import EarlyStopping
-from train.core.state import abstract_on_mesh
 from train.core.task import Length, StepContext, Task, state_step
 from train.core.writer import MetricWriter
 
@@ -95,8 +94,9 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
   ctx = StepContext(axis_name=parallelism.axis_name, grad_accum_steps=config.grad_accum_steps)
   task.build(info, Length(cadence.total_steps, steps_per_epoch), ctx)
   streams = Streams.from_seed(config.seed)
-  abstract_state = validate.abstract_model_state(
-      lambda: abstract_on_mesh(task.init, streams.init, parallel.replicated(mesh)), config)
+  init = jax.jit(task.init, out_shardings=parallel.replicated(mesh))
+  # Traced once: for the abstract state here, and when called to build a fresh one.
+  abstract_state = validate.abstract_model_state(lambda: init.eval_shape(streams.init), config)
   checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints,
                               best_metric=task.best_metric, best_mode=task.best_mode)
   writer = None
@@ -106,8 +106,7 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
     stopper = EarlyStopping(**config.early_stopping.to_dict())
     restored = loop.restore_latest(checkpointer, abstract_state)
     if restored is None:
-      state = task.warm_start(jax.jit(task.init, out_shardings=parallel.replicated(mesh))(
-          streams.init))
+      state = task.warm_start(init(streams.init))
     else:
       state = restored.state
       stopper.load_state_dict(restored.progress.get('early_stopping', {}))

@@ -27,9 +27,9 @@ def init_on_mesh(init_fn: Callable[[jax.Array], Any], rng: jax.Array,
 
   The abstract state (shapes, dtypes and shardings, no values) is what checkpoints restore into.
   """
-  abstract = abstract_on_mesh(init_fn, rng, sharding)
-  state = jax.jit(init_fn, out_shardings=sharding)(rng)
-  return state, abstract
+  init = jax.jit(init_fn, out_shardings=sharding)
+  abstract = init.eval_shape(rng)  # traced once for both
+  return init(rng), abstract
 
 
 def abstract_on_mesh(init_fn: Callable[[jax.Array], Any], rng: jax.Array,

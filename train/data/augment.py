@@ -1,7 +1,10 @@
-"""Training augmentations: float images in [0, 1] of shape (H, W, C), stateless randomness.
+"""Training augmentations of a batch: float images in [0, 1] of shape (N, H, W, C), stateless
+randomness, every image of the batch drawn independently.
 
-Every function takes a `seed` (shape [2] int32/int64 tensor, as for `tf.random.stateless_*`), so
-an example's augmentation depends only on its seed: reproducible runs and exact resume. Ranges
+Every function takes one `seed` for the whole batch (shape [2] int32/int64 tensor, as for
+`tf.random.stateless_*`), so a batch's augmentation depends only on its seed: reproducible runs
+and exact resume. They work on whole batches because per-image ops cost the input pipeline far
+more CPU than the small models' train steps they feed (`benchmarks/input_pipeline.py`). Ranges
 follow Keras' `ImageDataGenerator` where it has the same option.
 """
 
@@ -23,22 +26,27 @@ DEFAULTS = AUGMENT  # every field off
 _FLIP, _CROP, _AFFINE, _NOISE, _CUSTOM = range(5)
 
 
-def flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """Mirrors left-right with probability 1/2."""
-  return tf.image.stateless_random_flip_left_right(image, seed)
+def flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """Mirrors each image left-right with probability 1/2."""
+  return tf.image.stateless_random_flip_left_right(images, seed)
 
 
-def pad_and_crop(image: tf.Tensor, seed: tf.Tensor, padding: int) -> tf.Tensor:
-  """Zero-pads `padding` pixels on every side, then crops back to the original size at random."""
-  padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
-  cropped = tf.image.stateless_random_crop(padded, tf.shape(image), seed)
-  return tf.ensure_shape(cropped, image.shape)
+def pad_and_crop(images: tf.Tensor, seed: tf.Tensor, padding: int) -> tf.Tensor:
+  """Zero-pads `padding` pixels on every side of each image, then crops a window of the original
+  size at a random place: an integer shift of up to `padding` pixels, zeros shifted in."""
+  offsets = tf.random.stateless_uniform([tf.shape(images)[0], 2], seed, -padding, padding + 1,
+                                        dtype=tf.int32)
+  rows, cols = tf.unstack(tf.cast(offsets, tf.float32), axis=1)
+  zeros, ones = tf.zeros_like(rows), tf.ones_like(rows)
+  # Output (x=col, y=row) reads input (x + cols, y + rows).
+  transforms = tf.stack([ones, zeros, cols, zeros, ones, rows, zeros, zeros], axis=1)
+  return _transformed(images, transforms, 'NEAREST', 'constant')
 
 
-def gaussian_noise(image: tf.Tensor, seed: tf.Tensor, std: float) -> tf.Tensor:
+def gaussian_noise(images: tf.Tensor, seed: tf.Tensor, std: float) -> tf.Tensor:
   """Adds N(0, std^2) noise to every value, then clips back to [0, 1]."""
-  noise = tf.random.stateless_normal(tf.shape(image), seed, stddev=std, dtype=image.dtype)
-  return tf.clip_by_value(image + noise, 0.0, 1.0)
+  noise = tf.random.stateless_normal(tf.shape(images), seed, stddev=std, dtype=images.dtype)
+  return tf.clip_by_value(images + noise, 0.0, 1.0)
 
 
 def zoom_bounds(zoom: float | tuple[float, float]) -> tuple[float, float]:
@@ -49,13 +57,19 @@ def zoom_bounds(zoom: float | tuple[float, float]) -> tuple[float, float]:
   return float(low), float(high)
 
 
-def random_affine(image: tf.Tensor, seed: tf.Tensor, *, rotation: float = 0.0,
+def affine_parameters(count: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """The (count, 6) uniform draws in [-1, 1] of `random_affine`: rotation, row shift, column
+  shift, shear, row zoom, column zoom of each image."""
+  return tf.random.stateless_uniform([count, 6], seed, -1.0, 1.0)
+
+
+def random_affine(images: tf.Tensor, seed: tf.Tensor, *, rotation: float = 0.0,
                   shift: float = 0.0, zoom: float | tuple[float, float] = 0.0,
                   shear: float = 0.0, fill_mode: str = 'nearest') -> tf.Tensor:
-  """Random rotation, shift, shear and zoom as one projective transform (bilinear).
+  """Random rotation, shift, shear and zoom of each image as one projective transform (bilinear).
 
   Args:
-    image: (H, W, C) float.
+    images: (N, H, W, C) float.
     seed: stateless seed.
     rotation: degrees; the angle is uniform in [-rotation, rotation].
     shift: fraction of the height (width) to shift rows (columns) by, uniform in [-shift, shift].
@@ -63,41 +77,46 @@ def random_affine(image: tf.Tensor, seed: tf.Tensor, *, rotation: float = 0.0,
     shear: degrees, uniform in [-shear, shear].
     fill_mode: how points outside the image are filled: one of `FILL_MODES` ('constant': zeros).
   Returns:
-    The transformed image, same shape.
+    The transformed images, same shape.
   """
-  u = tf.random.stateless_uniform([6], seed, -1.0, 1.0)
-  height, width = tf.unstack(tf.cast(tf.shape(image)[:2], tf.float32))
+  u = tf.unstack(affine_parameters(tf.shape(images)[0], seed), axis=1)
+  height, width = (tf.cast(n, tf.float32) for n in (tf.shape(images)[1], tf.shape(images)[2]))
   theta = u[0] * math.radians(rotation)
   shift_rows, shift_cols = u[1] * shift * height, u[2] * shift * width
   shear_angle = u[3] * math.radians(shear)
   low, high = zoom_bounds(zoom)
-  zoom_rows, zoom_cols = tf.unstack(low + (high - low) * (u[4:] + 1.0) / 2.0)
+  zoom_rows, zoom_cols = (low + (high - low) * (v + 1.0) / 2.0 for v in u[4:])
+  zeros, ones = tf.zeros_like(theta), tf.ones_like(theta)
+  homogeneous = lambda rows: _homogeneous(rows, zeros, ones)
   # As in Keras, the matrix maps output (row, col) to input (row, col):
   # rotation @ shift @ shear @ zoom, about the image centre.
-  matrix = _matmuls(
-      _homogeneous([[tf.cos(theta), -tf.sin(theta), 0.0], [tf.sin(theta), tf.cos(theta), 0.0]]),
-      _homogeneous([[1.0, 0.0, shift_rows], [0.0, 1.0, shift_cols]]),
-      _homogeneous([[1.0, -tf.sin(shear_angle), 0.0], [0.0, tf.cos(shear_angle), 0.0]]),
-      _homogeneous([[zoom_rows, 0.0, 0.0], [0.0, zoom_cols, 0.0]]),
-  )
   center_rows, center_cols = (height - 1.0) / 2.0, (width - 1.0) / 2.0
   matrix = _matmuls(
-      _homogeneous([[1.0, 0.0, center_rows], [0.0, 1.0, center_cols]]), matrix,
-      _homogeneous([[1.0, 0.0, -center_rows], [0.0, 1.0, -center_cols]]))
+      homogeneous([[ones, zeros, center_rows * ones], [zeros, ones, center_cols * ones]]),
+      homogeneous([[tf.cos(theta), -tf.sin(theta), zeros], [tf.sin(theta), tf.cos(theta), zeros]]),
+      homogeneous([[ones, zeros, shift_rows], [zeros, ones, shift_cols]]),
+      homogeneous([[ones, -tf.sin(shear_angle), zeros], [zeros, tf.cos(shear_angle), zeros]]),
+      homogeneous([[zoom_rows, zeros, zeros], [zeros, zoom_cols, zeros]]),
+      homogeneous([[ones, zeros, -center_rows * ones], [zeros, ones, -center_cols * ones]]))
   # The op wants [a0, a1, a2, b0, b1, b2, c0, c1] mapping output (x=col, y=row) to input
   # (a0 x + a1 y + a2, b0 x + b1 y + b2): the same matrix with rows and columns swapped.
-  transform = tf.stack([matrix[1, 1], matrix[1, 0], matrix[1, 2],
-                        matrix[0, 1], matrix[0, 0], matrix[0, 2], 0.0, 0.0])
+  transforms = tf.stack([matrix[:, 1, 1], matrix[:, 1, 0], matrix[:, 1, 2],
+                         matrix[:, 0, 1], matrix[:, 0, 0], matrix[:, 0, 2], zeros, zeros], axis=1)
+  return _transformed(images, transforms, 'BILINEAR', fill_mode)
+
+
+def _transformed(images: tf.Tensor, transforms: tf.Tensor, interpolation: str,
+                 fill_mode: str) -> tf.Tensor:
   out = tf.raw_ops.ImageProjectiveTransformV3(
-      images=image[None], transforms=transform[None], output_shape=tf.shape(image)[:2],
-      fill_value=0.0, interpolation='BILINEAR', fill_mode=fill_mode.upper())
-  return tf.ensure_shape(out[0], image.shape)
+      images=images, transforms=transforms, output_shape=tf.shape(images)[1:3], fill_value=0.0,
+      interpolation=interpolation, fill_mode=fill_mode.upper())
+  return tf.ensure_shape(out, images.shape)
 
 
-def _homogeneous(rows) -> tf.Tensor:
-  """A 3x3 matrix from its first two rows; the last is (0, 0, 1)."""
-  return tf.stack([tf.stack([tf.cast(v, tf.float32) for v in row])
-                   for row in [*rows, [0.0, 0.0, 1.0]]])
+def _homogeneous(rows, zeros: tf.Tensor, ones: tf.Tensor) -> tf.Tensor:
+  """(N, 3, 3) matrices from their first two rows, each entry an (N,) tensor; the last row is
+  (0, 0, 1)."""
+  return tf.stack([tf.stack(row, axis=1) for row in [*rows, [zeros, zeros, ones]]], axis=1)
 
 
 def _matmuls(*matrices: tf.Tensor) -> tf.Tensor:
@@ -108,7 +127,8 @@ def _matmuls(*matrices: tf.Tensor) -> tf.Tensor:
 
 
 def load_custom(spec: str) -> Augment:
-  """Imports 'package.module:function' (a function of a float image and a stateless seed)."""
+  """Imports 'package.module:function': a function of one float image (H, W, C) and a stateless
+  seed, applied to each image of a batch with a seed of its own."""
   module_name, sep, function_name = spec.partition(':')
   if not (sep and module_name and function_name):
     raise UserError(f"data.augment.custom={spec!r}: expected 'package.module:function'.")
@@ -140,16 +160,25 @@ def make_augment(config) -> Augment | None:
     steps.append((_NOISE, lambda image, seed: gaussian_noise(image, seed, options['noise_std'])))
   if options['custom']:
     # Last, so the hook sees (and may undo) everything above.
-    steps.append((_CUSTOM, load_custom(options['custom'])))
+    steps.append((_CUSTOM, _each_image(load_custom(options['custom']))))
   if not steps:
     return None
 
-  def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     seeds = tf.random.experimental.stateless_split(seed, num=5)
     for which, step in steps:
-      image = step(image, seeds[which])
-    return image
+      images = step(images, seeds[which])
+    return images
 
+  return augment
+
+
+def _each_image(fn: Augment) -> Augment:
+  """A per-image augmentation applied to every image of a batch, each with its own seed."""
+  def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    seeds = tf.random.experimental.stateless_split(seed, num=tf.shape(images)[0])
+    return tf.map_fn(lambda pair: fn(*pair), (images, seeds),
+                     fn_output_signature=tf.TensorSpec(images.shape[1:], images.dtype))
   return augment
 
 

@@ -91,7 +91,7 @@ def make_train_iterator(data_config, *, seed: int, global_batch_size: int,
   config = complete(data_config)
   source = _source(config)
   return input_pipeline.train_batches(
-      source, config, lambda key: _preprocessor(source, config, key), seed=seed,
+      source, config, _decoder(source, config), _batch_finisher(config), seed=seed,
       global_batch_size=global_batch_size, start_step=start_step)
 
 
@@ -159,23 +159,48 @@ def augment_pair(image: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, *, flip: 
   return both[..., :channels], tf.cast(tf.round(both[..., channels:]), labels.dtype)
 
 
-def _preprocessor(source, config, augment_key: tf.Tensor | None = None):
-  """A function (example, position) -> {'image': float32 normalized, 'label': int32 (H, W)}."""
+def _decoder(source, config):
+  """A function example -> {'image': float32 in [0, 1], 'label': int32 (H, W, 1)} at the output
+  shape."""
   shape = input_pipeline.output_shape(source, config)
   table = tf.constant(_label_table(config, len(_class_names(source, config))), tf.int32)
 
-  def preprocess(example, position=None):
+  def decode(example):
     image = tf.image.convert_image_dtype(source.decode_image(example['image']), tf.float32)
     labels = tf.gather(table, tf.cast(source.decode_mask(example['mask']), tf.int32))
-    image, labels = _resize(image, shape[:2], 'bilinear'), _resize(labels, shape[:2], 'nearest')
-    if augment_key is not None:
-      image, labels = augment_pair(
-          image, labels, tf.random.experimental.stateless_fold_in(augment_key, position),
-          flip=config.augment['flip'], scale=tuple(config.augment['scale']),
-          ignore_label=config.ignore_label)
-    return {'image': _normalize(config, image), 'label': labels[..., 0]}
+    return {'image': _resize(image, shape[:2], 'bilinear'),
+            'label': _resize(labels, shape[:2], 'nearest')}
+
+  return decode
+
+
+def _preprocessor(source, config):
+  """A function example -> {'image': float32 normalized, 'label': int32 (H, W)}."""
+  decode = _decoder(source, config)
+
+  def preprocess(example):
+    decoded = decode(example)
+    return {'image': _normalize(config, decoded['image']), 'label': decoded['label'][..., 0]}
 
   return preprocess
+
+
+def _batch_finisher(config) -> input_pipeline.Finisher:
+  """Training batches: each pair augmented, seeded by (key, its position in the stream), then
+  normalized."""
+  def augment(image, labels, position, key):
+    return augment_pair(image, labels, tf.random.experimental.stateless_fold_in(key, position),
+                        flip=config.augment['flip'], scale=tuple(config.augment['scale']),
+                        ignore_label=config.ignore_label)
+
+  def finish(batch, positions, key):
+    images, labels = tf.map_fn(
+        lambda example: augment(*example, key), (batch['image'], batch['label'], positions),
+        fn_output_signature=(tf.TensorSpec(batch['image'].shape[1:], tf.float32),
+                             tf.TensorSpec(batch['label'].shape[1:], tf.int32)))
+    return {'image': _normalize(config, images), 'label': labels[..., 0]}
+
+  return finish
 
 
 def _resize(x: tf.Tensor, size: tuple[int, int], method: str) -> tf.Tensor:
