@@ -314,3 +314,20 @@ def test_population_step_equals_independent_steps():
     for ours, theirs in zip(jax.tree.leaves(jax.tree.map(lambda x: x[k], states.params)),
                             jax.tree.leaves(state.params)):
       np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_the_search_space_can_live_in_a_file_of_its_own(tmp_path, data_dir, capsys):
+  recipe = _recipe(tmp_path, data_dir, search='dict()')
+  space_file = tmp_path / 'space.py'
+  space_file.write_text('import ml_collections\n\n\ndef get_config():\n'
+                        '  return ml_collections.ConfigDict(dict(optim=dict(\n'
+                        "      weight_decay=('log_uniform', 1e-5, 1e-3))))\n")
+  workdir = str(tmp_path / 'study')
+  base = ['--config', recipe, '--workdir', workdir]
+  assert _main_error([*base, '--search', str(tmp_path / 'none.py')], capsys) == (
+      f"error: --search: no such config file {str(tmp_path / 'none.py')!r}")
+  tune.main([*base, '--search', str(space_file), '--tune.trials=1', '--tune.sampler=random'])
+  trials = optuna.load_study(study_name='recipe', storage=f'sqlite:///{workdir}/study.db').trials
+  assert [t.state.name for t in trials] == ['COMPLETE']
+  assert list(trials[0].params) == ['optim.weight_decay']
+  assert 1e-5 <= trials[0].params['optim.weight_decay'] <= 1e-3

@@ -78,11 +78,16 @@ def tune(argv: Sequence[str]) -> optuna.Study:
   parser = argparse.ArgumentParser(prog='python -m train.tune', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--config', required=True, help='recipe with a `search` section')
+  parser.add_argument('--search', help='a Python file whose get_config() returns the search '
+                      "space, in place of the recipe's `search` section")
   parser.add_argument('--workdir', required=True,
                       help='holds study.db, trials/NNN, trials.csv and plots/')
   args = parser.parse_args(rest)
   options = parse_options(tune_flags)
   config = config_lib.load_config(args.config)
+  if args.search:
+    with config.unlocked():
+      config.search = config_lib.load_config(args.search, '--search')
   config_lib.apply_overrides(config, overrides)
   space = space_lib.parse(config)
   study_lib.check_options(options, space)

@@ -21,30 +21,32 @@ _PREFIX = '--config.'
 OPEN_GROUPS = ('model_kwargs',)
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-  """Imports the config file in `spec` ('file.py' or 'file.py:arg') and calls its get_config."""
+def load_config(spec: str, flag: str = '--config') -> ml_collections.ConfigDict:
+  """Imports the config file in `spec` ('file.py' or 'file.py:arg') and calls its get_config;
+  errors name the command-line `flag` that gave it."""
   path, _, arg = spec.partition(':')
   if not os.path.isfile(path):
-    raise UserError(f'--config: no such config file {path!r} (recipes live in configs/)')
+    where = ' (recipes live in configs/)' if flag == '--config' else ''
+    raise UserError(f'{flag}: no such config file {path!r}{where}')
   module_spec = importlib.util.spec_from_file_location('_zoo_config', path)
   module = importlib.util.module_from_spec(module_spec)
   try:
     module_spec.loader.exec_module(module)
   except SyntaxError as e:
-    raise UserError(f'--config: {path} line {e.lineno}: {e.msg}; fix the file.') from None
+    raise UserError(f'{flag}: {path} line {e.lineno}: {e.msg}; fix the file.') from None
   except Exception as e:  # pylint: disable=broad-except  (any error of the user's file)
-    raise UserError(f'--config: {path} fails to import ({type(e).__name__}: {e}); fix the '
+    raise UserError(f'{flag}: {path} fails to import ({type(e).__name__}: {e}); fix the '
                     'file.') from None
   if not callable(getattr(module, 'get_config', None)):
-    raise UserError(f'--config: {path} defines no get_config() function')
+    raise UserError(f'{flag}: {path} defines no get_config() function')
   if arg and not inspect.signature(module.get_config).parameters:
-    raise UserError(f'--config {spec}: {path} takes no argument after ":"; use --config {path}')
+    raise UserError(f'{flag} {spec}: {path} takes no argument after ":"; use {flag} {path}')
   try:
     config = module.get_config(arg) if arg else module.get_config()
   except (ValueError, TypeError) as e:  # a bad or unexpected ':arg'
-    raise UserError(f'--config: {e}' if path in str(e) else f'--config {spec}: {e}') from None
+    raise UserError(f'{flag}: {e}' if path in str(e) else f'{flag} {spec}: {e}') from None
   if not isinstance(config, ml_collections.ConfigDict):
-    raise UserError(f'--config: get_config() in {path} returned a {type(config).__name__}; '
+    raise UserError(f'{flag}: get_config() in {path} returned a {type(config).__name__}; '
                     'return an ml_collections.ConfigDict (e.g. ConfigDict(your_dict)).')
   config.lock()  # assignments to fields that do not exist fail from here on
   return config
