@@ -39,6 +39,19 @@ jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 
 
+# Session fixtures that train a run for several tests. The tests using one are sent to one
+# worker (`--dist loadgroup`), so that the run is trained once, not once per worker.
+SHARED_RUNS = ('reference', 'transfer_runs', 'trained_run', 'classifier', 'finished_run')
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items):
+  for item in items:
+    shared = [name for name in SHARED_RUNS if name in getattr(item, 'fixturenames', ())]
+    if shared:
+      item.add_marker(pytest.mark.xdist_group(shared[0]))
+
+
 @pytest.fixture(scope='session')
 def data_dir(tmp_path_factory) -> str:
   """One TFDS data_dir for the session: each offline dataset is prepared there once."""

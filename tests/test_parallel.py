@@ -15,8 +15,6 @@ from train import classify
 from train.core.errors import UserError
 
 STEPS = 5  # of 32 examples
-# The tests that compare with the reference run share it: one worker process runs them all.
-SHARED = pytest.mark.xdist_group('classify_reference')
 
 
 def _config(data_dir, steps=STEPS, **changes):
@@ -49,7 +47,7 @@ def _losses(workdir):
   return [r['loss'] for r in read_metrics(workdir, 'train')]
 
 
-@pytest.fixture(name='reference', scope='module')
+@pytest.fixture(name='reference', scope='session')
 def reference_fixture(data_dir, tmp_path_factory):
   """The workdir of STEPS steps on 4 devices under jit: what every other way must reproduce."""
   workdir = tmp_path_factory.mktemp('four')
@@ -59,7 +57,6 @@ def reference_fixture(data_dir, tmp_path_factory):
   return workdir
 
 
-@SHARED
 def test_one_device_and_pmap_match_four_devices_under_jit(reference, data_dir, tmp_path,
                                                            monkeypatch):
   _train(_config(data_dir), tmp_path / 'one', monkeypatch, devices=1)
@@ -68,7 +65,6 @@ def test_one_device_and_pmap_match_four_devices_under_jit(reference, data_dir, t
   assert_same_run(reference, tmp_path / 'pmap')
 
 
-@SHARED
 def test_checkpoints_resume_on_other_device_counts_and_paths(reference, data_dir, tmp_path,
                                                              monkeypatch):
   chain = tmp_path / 'chain'
@@ -108,7 +104,6 @@ def _free_port():
     return s.getsockname()[1]
 
 
-@SHARED
 def test_two_processes_match_one_process_with_four_devices(reference, data_dir, tmp_path):
   # The command line of `_config` (the reference's), on 2 processes of 2 devices each.
   flags = ['--config', 'configs/digits_cnn.py', '--config.model=resnet20',

@@ -17,12 +17,12 @@ from train.data import pipeline as input_pipeline
 NUM_IMAGES = 12
 
 
-@pytest.fixture(scope='module')
-def run(tmp_path_factory):
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory, data_dir):
   """A tiny CNN trained for 4 steps on 8x8 digits resized to 12x12, and its workdir."""
   tmp = tmp_path_factory.mktemp('predict')
   config = digits_cnn.get_config()
-  config.data.data_dir = str(tmp / 'tfds')
+  config.data.data_dir = data_dir
   config.data.image_size = (12, 12)  # The files are 8x8: prediction must resize them too.
   config.data.shards = 1  # Each training stream costs a tf.data trace...
   config.data.augment.update(rotation=0.0, shift=0.0)  # ...and so does the affine warp.
@@ -48,8 +48,8 @@ def _write_test_images(config, folder):
   return paths, np.array(labels)
 
 
-def test_files_get_the_probabilities_of_the_eval_batch(run, tmp_path, capsys):
-  config, workdir = run
+def test_files_get_the_probabilities_of_the_eval_batch(trained_run, tmp_path, capsys):
+  config, workdir = trained_run
   paths, labels = _write_test_images(config, str(tmp_path / 'images'))
   classifier = trained.load_classifier(workdir)
   images = predict.load_images(classifier, paths)
@@ -72,8 +72,8 @@ def test_files_get_the_probabilities_of_the_eval_batch(run, tmp_path, capsys):
                     f'{classifier.info.class_names[second]} {p[second]:.4f}')
 
 
-def test_an_array_is_preprocessed_like_its_file(run, tmp_path):
-  config, _ = run
+def test_an_array_is_preprocessed_like_its_file(trained_run, tmp_path):
+  config, _ = trained_run
   image = np.random.default_rng(0).integers(0, 256, (20, 10, 3), np.uint8)  # RGB, larger.
   Image.fromarray(image).save(tmp_path / 'rgb.png')
   from_file = input_pipeline.preprocess_for_prediction(
@@ -83,8 +83,8 @@ def test_an_array_is_preprocessed_like_its_file(run, tmp_path):
   np.testing.assert_array_equal(from_array, from_file)
 
 
-def test_user_errors_name_what_is_wrong(run, tmp_path, capsys):
-  _, workdir = run
+def test_user_errors_name_what_is_wrong(trained_run, tmp_path, capsys):
+  _, workdir = trained_run
   image = str(tmp_path / 'digit.png')
   Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
   with pytest.raises(UserError, match='does not exist'):

@@ -40,11 +40,11 @@ def _train_classifier(overrides, workdir):
   classify.train_and_evaluate(config, workdir)
 
 
-@pytest.fixture(scope='module')
-def classifier(tmp_path_factory):
+@pytest.fixture(scope='session')
+def classifier(tmp_path_factory, data_dir):
   """(data_dir, classifier workdir, overrides) of a digits classifier trained for the module."""
   root = tmp_path_factory.mktemp('classifier')
-  data_dir, workdir = str(root / 'tfds'), str(root / 'run')
+  workdir = str(root / 'run')
   overrides = (f'data.data_dir={data_dir}', *CLASSIFIER_OVERRIDES)
   _train_classifier(overrides, workdir)
   return data_dir, workdir, overrides

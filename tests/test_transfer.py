@@ -14,12 +14,12 @@ from train.core.state import create_train_state, init_on_mesh
 from train.core.task import Length
 
 
-def _config(tmp, steps=3, **transfer_fields):
+def _config(data_dir, steps=3, **transfer_fields):
   """A tiny ResNet (with BatchNorm) on 8x8 digits, for `steps` steps of 32."""
   config = digits_cnn.get_config()
   config.model = 'resnet20'
   config.model_kwargs = {'stage_sizes': (1, 1, 1), 'widths': (4, 8, 16)}
-  config.data.data_dir = str(tmp / 'tfds')
+  config.data.data_dir = data_dir
   config.data.image_size = (8, 8)
   config.data.shards = 1  # Each training stream costs a tf.data trace...
   config.data.augment.update(rotation=0.0, shift=0.0)  # ...and so does the affine warp.
@@ -32,18 +32,18 @@ def _config(tmp, steps=3, **transfer_fields):
   return config
 
 
-@pytest.fixture(scope='module')
-def runs(tmp_path_factory):
+@pytest.fixture(scope='session')
+def transfer_runs(tmp_path_factory, data_dir):
   """Workdirs: 'source' (digits 0-4), 'features' (its head trained on 5-9), 'finetune'."""
   tmp = tmp_path_factory.mktemp('transfer')
   workdirs = {name: str(tmp / name) for name in ('source', 'features', 'finetune')}
-  config = _config(tmp)
+  config = _config(data_dir)
   config.data.classes = (0, 1, 2, 3, 4)
   classify.train_and_evaluate(config, workdirs['source'])
-  config = _config(tmp, init_from=workdirs['source'], freeze_backbone=True)
+  config = _config(data_dir, init_from=workdirs['source'], freeze_backbone=True)
   config.data.classes = (5, 6, 7, 8, 9)
   classify.train_and_evaluate(config, workdirs['features'])
-  config = _config(tmp, init_from=workdirs['features'])
+  config = _config(data_dir, init_from=workdirs['features'])
   config.data.classes = (5, 6, 7, 8, 9)
   config.optim.learning_rate = 1e-4
   classify.train_and_evaluate(config, workdirs['finetune'])
@@ -64,8 +64,8 @@ def _fresh_state(config, num_classes):
                       jax.random.key(1), parallel.replicated(mesh))[0]
 
 
-def test_init_from_loads_every_matching_array_but_a_new_head(runs):
-  source = runs['source']
+def test_init_from_loads_every_matching_array_but_a_new_head(transfer_runs):
+  source = transfer_runs['source']
   fresh = _fresh_state(source.config, num_classes=3)
   state, report = transfer.initialize(fresh, source.variables, 'SRC')
   expected = jax.tree.map(np.asarray, source.variables)
@@ -87,8 +87,8 @@ def test_init_from_loads_every_matching_array_but_a_new_head(runs):
   assert report == f'Initialized {num_arrays} of {num_arrays} arrays from SRC'
 
 
-def test_a_frozen_backbone_trains_only_the_head(runs):
-  source, features = runs['source'], runs['features']
+def test_a_frozen_backbone_trains_only_the_head(transfer_runs):
+  source, features = transfer_runs['source'], transfer_runs['features']
   assert features.step == 3
   for collection in ('params', 'batch_stats'):
     before, after = _flat(source, collection), _flat(features, collection)
@@ -100,18 +100,18 @@ def test_a_frozen_backbone_trains_only_the_head(runs):
         np.testing.assert_array_equal(before[path], after[path], err_msg=path)
 
 
-def test_fine_tuning_changes_every_array(runs):
-  features, finetune = runs['features'], runs['finetune']
+def test_fine_tuning_changes_every_array(transfer_runs):
+  features, finetune = transfer_runs['features'], transfer_runs['finetune']
   for collection in ('params', 'batch_stats'):
     before, after = _flat(features, collection), _flat(finetune, collection)
     for path in before:
       assert not np.array_equal(before[path], after[path]), path
 
 
-def test_a_missing_source_or_head_is_a_user_error(tmp_path):
-  config = _config(tmp_path, init_from=str(tmp_path / 'missing'))
+def test_a_missing_source_or_head_is_a_user_error(data_dir, tmp_path):
+  config = _config(data_dir, init_from=str(tmp_path / 'missing'))
   with pytest.raises(UserError, match='missing.*does not exist'):
     classify.train_and_evaluate(config, str(tmp_path / 'run'))
   with pytest.raises(UserError, match="named 'head'"):
-    build.optimizer(_config(tmp_path).optim, Length(1, 1), head_only=True)[0].init(
+    build.optimizer(_config(data_dir).optim, Length(1, 1), head_only=True)[0].init(
         {'conv': {'kernel': np.zeros(3)}})

@@ -107,6 +107,7 @@ class VaeTask(Task):
   name = 'vae'
   best_metric = 'neg_elbo'
   best_mode = 'min'
+  final_eval_differs = True  # adds the importance-weighted bound
 
   def build(self, info, length, ctx) -> None:
     super().build(info, length, ctx)

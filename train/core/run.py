@@ -117,14 +117,15 @@ def _run(task: Task, config: ml_collections.ConfigDict, workdir: str,
              f'steps of {config.batch_size} on {jax.device_count()} device(s) with '
              f'{config.parallelism}')
     train_fn = parallelism.compile(_train_step(task, ctx), donate_state=True, with_rng=True)
-    # Compiled on first use: the final evaluation's step may differ (see Task.eval_step).
+    # Compiled on first use; the final evaluation's step only if it differs (Task.eval_step).
     eval_fns = {final: parallelism.compile(_eval_step(task, ctx, final), with_rng=True)
-                for final in (False, True)}
+                for final in {False, task.final_eval_differs}}
 
     def evaluate_on(split: str, state: Any, final: bool) -> tuple[dict[str, float], np.ndarray]:
       batches = task.pipeline.make_eval_iterator(
           config.data, global_batch_size=config.eval_batch_size, split=split)
-      return evaluate_split(task, eval_fns[final], state, batches, parallelism, streams.eval)
+      return evaluate_split(task, eval_fns[final and task.final_eval_differs], state, batches,
+                            parallelism, streams.eval)
 
     if config.early_stopping.patience and not task.eval_metrics:
       # Checked on one batch now rather than at the first evaluation, after training.

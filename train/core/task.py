@@ -70,6 +70,9 @@ class Task:
   eval_metrics: tuple[str, ...] = ()
   after_eval_metrics: tuple[str, ...] = ()
   best_mode: str = 'min'
+  # True when `eval_step(final=True)` computes more than the other evaluations: it is then
+  # compiled as a program of its own; otherwise every evaluation runs the same one.
+  final_eval_differs: bool = False
   # Where the data comes from: a module with `get_dataset_info`, `make_train_iterator` and
   # `make_eval_iterator` (as train/data/pipeline.py), reading `config.data`.
   pipeline: Any = input_pipeline
