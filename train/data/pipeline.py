@@ -145,68 +145,102 @@ def train_dataset(source: 'Source', config, decode, finish: Finisher, *, seed: i
                     f'({count}) and divide the global batch size ({global_batch_size}); '
                     f'set --config.data.shards accordingly.')
   per_process = shards // count
-  first = jax.process_index() * per_process
-  streams = [_shard_stream(source, config, decode, finish, seed, shard, shards,
-                           global_batch_size // shards, start_step)
-             for shard in range(first, first + per_process)]
-  ds = streams[0] if per_process == 1 else tf.data.Dataset.zip(tuple(streams)).map(
-      lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
+  local = range(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
+  batch_size = global_batch_size // shards
+  split = source.read(config.train_split, 0, 1)
+  decoded = split.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+  size = int(split.cardinality())
+  if size * _example_bytes(decoded.element_spec) <= IN_MEMORY_MAX_BYTES:
+    bounds = {s: (s * size // shards, (s + 1) * size // shards) for s in local}
+    for shard, (low, high) in bounds.items():
+      if low == high:
+        raise _empty_shard(source, config, shard, shards)
+    ds = _in_memory_batches(decoded, size, bounds, config.shuffle_buffer > 1, finish, seed,
+                            batch_size, start_step)
+  else:
+    streams = [_streamed_shard(source, config, decode, finish, seed, shard, shards, batch_size,
+                               start_step) for shard in local]
+    ds = streams[0] if per_process == 1 else tf.data.Dataset.zip(tuple(streams)).map(_concat)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-# A training share whose decoded images take at most this many bytes is decoded once and held in
+# A training split whose decoded images take at most this many bytes is decoded once and held in
 # memory, and its batches are gathered from it: decoding every epoch, and tf.data's per-example
 # overhead, cost more CPU than small models' steps (64 PNG digits of 8x8: about 22 ms of pipeline
 # CPU per batch streamed, against a 24 ms step on 2 cores).
 IN_MEMORY_MAX_BYTES = 1 << 30
 
 
-def _shard_stream(source: 'Source', config, decode, finish: Finisher, seed: int, shard: int,
-                  shards: int, batch_size: int, start_step: int) -> tf.data.Dataset:
-  """Shard `shard` of `shards` of the training split: shuffled per epoch, batched, augmented."""
+def _shard_keys(seed: int, shard: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """(shuffle key, augmentation key) of one shard."""
+  key = tf.constant([seed, shard], tf.int64)
+  return tuple(tf.random.experimental.stateless_fold_in(key, i) for i in (0, 1))
+
+
+def _empty_shard(source: 'Source', config, shard: int, shards: int) -> UserError:
+  return UserError(f'shard {shard} of {shards} got no training examples from {source.name} '
+                   f'split {config.train_split!r}: use a larger split or fewer shards.')
+
+
+def _concat(*parts: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  return {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]}
+
+
+def _in_memory_batches(decoded: tf.data.Dataset, size: int, bounds: dict[int, tuple[int, int]],
+                       shuffle: bool, finish: Finisher, seed: int, batch_size: int,
+                       start_step: int) -> tf.data.Dataset:
+  """This process's batches, gathered from the `size` examples of `decoded` held as tensors, all
+  its shards in one function. Shard s holds examples [low, high) = bounds[s] of the split; its
+  batch b holds positions b * batch_size onwards of its stream of epochs, each epoch a
+  permutation of the shard drawn from (its shuffle key, epoch) (the identity without
+  `shuffle`), and is finished with its augmentation key."""
+  examples = decoded.batch(size).get_single_element()
+  keys = [_shard_keys(seed, s) for s in bounds]
+
+  def picks(index, low, high, shuffle_key):
+    count = high - low
+    positions = index * batch_size + tf.range(batch_size, dtype=tf.int64)
+    epochs = positions // count
+
+    def order(epoch):
+      indices = tf.range(count, dtype=tf.int64)
+      if not shuffle:
+        return indices
+      return tf.random.experimental.stateless_shuffle(
+          indices, tf.random.experimental.stateless_fold_in(shuffle_key, epoch))
+
+    # The orders of the epochs the batch spans: at most two unless it is larger than the shard.
+    orders = tf.stack([order(epochs[0] + i) for i in range(batch_size // count + 2)])
+    return positions, low + tf.gather_nd(
+        orders, tf.stack([epochs - epochs[0], positions % count], axis=1))
+
+  def batch(index):
+    chosen = [picks(index, low, high, shuffle_key)
+              for (low, high), (shuffle_key, _) in zip(bounds.values(), keys)]
+    # One gather for every shard; each shard's part is finished with its own key.
+    gathered = tf.nest.map_structure(
+        lambda x: tf.gather(x, tf.concat([p for _, p in chosen], 0)), examples)
+    parts = [finish(tf.nest.map_structure(lambda x: x[i * batch_size:(i + 1) * batch_size],
+                                          gathered), positions, augment_key)
+             for i, ((positions, _), (_, augment_key)) in enumerate(zip(chosen, keys))]
+    return parts[0] if len(parts) == 1 else _concat(*parts)
+
+  return tf.data.Dataset.counter(start_step).map(batch, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _streamed_shard(source: 'Source', config, decode, finish: Finisher, seed: int, shard: int,
+                    shards: int, batch_size: int, start_step: int) -> tf.data.Dataset:
+  """Shard `shard` of `shards` of the training split (the source's own share), read and decoded
+  example by example, shuffled per epoch, batched, augmented."""
   raw = source.read(config.train_split, shard, shards)
   num_local = int(raw.cardinality())
   if num_local <= 0:
-    raise UserError(f'shard {shard} of {shards} got no training examples from {source.name} '
-                    f'split {config.train_split!r}: use a larger split or fewer shards.')
-  key = tf.constant([seed, shard], tf.int64)
-  shuffle_key, augment_key = (tf.random.experimental.stateless_fold_in(key, i) for i in (0, 1))
-  decoded = raw.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-  if num_local * _example_bytes(decoded.element_spec) <= IN_MEMORY_MAX_BYTES:
-    ds = _in_memory_batches(decoded, num_local, config.shuffle_buffer > 1, shuffle_key,
-                            batch_size, start_step)
-  else:
-    ds = _streamed_batches(raw, decode, num_local, config.shuffle_buffer, shuffle_key,
-                           batch_size, start_step)
+    raise _empty_shard(source, config, shard, shards)
+  shuffle_key, augment_key = _shard_keys(seed, shard)
+  ds = _streamed_batches(raw, decode, num_local, config.shuffle_buffer, shuffle_key,
+                         batch_size, start_step)
   return ds.map(lambda positions, batch: finish(batch, positions, augment_key),
                 num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def _in_memory_batches(decoded: tf.data.Dataset, count: int, shuffle: bool,
-                       shuffle_key: tf.Tensor, batch_size: int, start_step: int
-                       ) -> tf.data.Dataset:
-  """(positions, batch) from `decoded` held as tensors: batch b holds positions b * batch_size
-  onwards of the stream of epochs, each epoch a permutation of the examples drawn from
-  (shuffle_key, epoch) (the identity without `shuffle`)."""
-  examples = decoded.batch(count).get_single_element()
-
-  def order(epoch):
-    indices = tf.range(count, dtype=tf.int64)
-    if not shuffle:
-      return indices
-    return tf.random.experimental.stateless_shuffle(
-        indices, tf.random.experimental.stateless_fold_in(shuffle_key, epoch))
-
-  def batch(index):
-    positions = index * batch_size + tf.range(batch_size, dtype=tf.int64)
-    epochs = positions // count
-    # The orders of the epochs the batch spans: at most two unless it is larger than the share.
-    spanned = batch_size // count + 2
-    orders = tf.stack([order(epochs[0] + i) for i in range(spanned)])
-    picks = tf.gather_nd(orders, tf.stack([epochs - epochs[0], positions % count], axis=1))
-    return positions, tf.nest.map_structure(lambda x: tf.gather(x, picks), examples)
-
-  return tf.data.Dataset.counter(start_step).map(batch)
 
 
 def _streamed_batches(raw: tf.data.Dataset, decode, count: int, shuffle_buffer: int,
