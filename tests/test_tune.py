@@ -205,7 +205,7 @@ def test_two_workers_share_a_study(tmp_path, data_dir):
   workdir = str(tmp_path / 'study')
   os.makedirs(workdir)
   command = [sys.executable, '-m', 'train.tune', '--config', recipe, '--workdir', workdir,
-             '--tune.trials=4', '--tune.sampler=random', '--tune.pruner=none',
+             '--tune.trials=2', '--tune.sampler=random', '--tune.pruner=none',
              '--tune.heartbeat_seconds=1']
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
   # Created first, so the two workers do not race to create it.
@@ -222,7 +222,7 @@ def test_two_workers_share_a_study(tmp_path, data_dir):
   outputs = [(tmp_path / f'worker{i}.log').read_text(encoding='utf-8') for i in range(2)]
   assert [w.returncode for w in workers] == [0, 0], outputs
   trials = optuna.load_study(study_name='recipe', storage=f'sqlite:///{workdir}/study.db').trials
-  assert [t.state.name for t in trials] == ['COMPLETE'] * 4
+  assert [t.state.name for t in trials] == ['COMPLETE'] * 2
   # Each trial ran once, in its own workdir: one run's evaluations at steps 2 and 4.
   for trial in trials:
     with open(os.path.join(workdir, 'trials', f'{trial.number:03d}', 'metrics.jsonl')) as f:
@@ -231,7 +231,7 @@ def test_two_workers_share_a_study(tmp_path, data_dir):
   # Each trial's progress line was printed by exactly one of the workers.
   finished = [line for out in outputs for line in out.splitlines()
               if line.startswith('trial ') and ' complete at step' in line]
-  assert sorted(int(line.split()[1]) for line in finished) == [0, 1, 2, 3], outputs
+  assert sorted(int(line.split()[1]) for line in finished) == [0, 1], outputs
 
 
 def test_population_mode_trains_the_trials_k_at_a_time(tmp_path, data_dir, capsys):
