@@ -163,7 +163,7 @@ def test_study_continues_after_a_killed_and_a_stopped_worker(tmp_path, data_dir,
   dead = study.ask()
   dead_values = space.suggest(dead)
   storage.record_heartbeat(dead._trial_id)  # pylint: disable=protected-access
-  time.sleep(2.5)
+  time.sleep(options.grace_seconds + 1.2)  # SQLite's clock counts whole seconds
   # The next worker reruns that trial and is stopped (SIGTERM) after its evaluation at step 2.
   train_and_evaluate = classify.train_and_evaluate
 
