@@ -99,6 +99,13 @@ def input_preprocessing(data_config) -> Preprocessing:
                        bgr=config.bgr)
 
 
+def graph_fn(fn: Callable) -> Callable:
+  """`fn` for `Dataset.map` traced as it is, without AutoGraph: the pipeline's functions branch on
+  config values only, never on tensors, and converting them cost about as much as tracing them
+  (half of building a small run's pipelines)."""
+  return tf.autograph.experimental.do_not_convert(fn)
+
+
 def make_train_iterator(data_config, *, seed: int, global_batch_size: int,
                         start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """Endless augmented batches of this process's share: {'image', 'label'}.
@@ -148,7 +155,7 @@ def train_dataset(source: 'Source', config, decode, finish: Finisher, *, seed: i
   local = range(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
   batch_size = global_batch_size // shards
   split = source.read(config.train_split, 0, 1)
-  decoded = split.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+  decoded = split.map(graph_fn(decode), num_parallel_calls=tf.data.AUTOTUNE)
   size = int(split.cardinality())
   if size * _example_bytes(decoded.element_spec) <= IN_MEMORY_MAX_BYTES:
     bounds = {s: (s * size // shards, (s + 1) * size // shards) for s in local}
@@ -225,7 +232,8 @@ def _in_memory_batches(decoded: tf.data.Dataset, size: int, bounds: dict[int, tu
              for i, ((positions, _), (_, augment_key)) in enumerate(zip(chosen, keys))]
     return parts[0] if len(parts) == 1 else _concat(*parts)
 
-  return tf.data.Dataset.counter(start_step).map(batch, num_parallel_calls=tf.data.AUTOTUNE)
+  return tf.data.Dataset.counter(start_step).map(graph_fn(batch),
+                                                 num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _streamed_shard(source: 'Source', config, decode, finish: Finisher, seed: int, shard: int,
@@ -239,7 +247,7 @@ def _streamed_shard(source: 'Source', config, decode, finish: Finisher, seed: in
   shuffle_key, augment_key = _shard_keys(seed, shard)
   ds = _streamed_batches(raw, decode, num_local, config.shuffle_buffer, shuffle_key,
                          batch_size, start_step)
-  return ds.map(lambda positions, batch: finish(batch, positions, augment_key),
+  return ds.map(graph_fn(lambda positions, batch: finish(batch, positions, augment_key)),
                 num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -260,8 +268,9 @@ def _streamed_batches(raw: tf.data.Dataset, decode, count: int, shuffle_buffer: 
   start = start_step * batch_size
   ds = tf.data.Dataset.counter(start // count).flat_map(epoch)
   # Skipped before decoding: resuming costs reading at most one epoch, not decoding it.
-  ds = ds.skip(start % count).map(lambda position, example: (position, decode(example)),
-                                  num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.skip(start % count).map(
+      graph_fn(lambda position, example: (position, decode(example))),
+      num_parallel_calls=tf.data.AUTOTUNE)
   return ds.batch(batch_size, drop_remainder=True)
 
 
@@ -299,7 +308,7 @@ def eval_dataset(source: 'Source', config, preprocess, *, global_batch_size: int
   batch_size = _local_batch_size(global_batch_size)
   num_batches = math.ceil(source.num_examples(split) / global_batch_size)
   raw = source.read(split, jax.process_index(), jax.process_count())
-  ds = raw.map(lambda example: {**preprocess(example), 'mask': True},
+  ds = raw.map(graph_fn(lambda example: {**preprocess(example), 'mask': True}),
                num_parallel_calls=tf.data.AUTOTUNE)
   padding = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)
   ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
@@ -679,7 +688,7 @@ def _featurewise_stats(key: _SourceKey, shape: tuple[int, int, int],
   """
   source = _cached_source(key)
   ds = source.read(key.train_split, 0, 1).take(FEATUREWISE_MAX_EXAMPLES)
-  ds = ds.map(lambda example: _decoded(source, example['image'], shape, resize),
+  ds = ds.map(graph_fn(lambda example: _decoded(source, example['image'], shape, resize)),
               num_parallel_calls=tf.data.AUTOTUNE).batch(256)
   count, total, total_sq = 0, np.zeros(shape[-1]), np.zeros(shape[-1])
   for images in ds.as_numpy_iterator():
