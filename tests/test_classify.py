@@ -22,9 +22,9 @@ from train.core.state import create_train_state, init_on_mesh
 from train.data import pipeline as input_pipeline
 
 
-def _tiny_config(tmp_path, **changes):
+def _tiny_config(data_dir, **changes):
   config = digits_cnn.get_config()
-  config.data.data_dir = str(tmp_path / 'tfds')
+  config.data.data_dir = data_dir
   config.data.image_size = (8, 8)
   config.model_kwargs = {'features': (4, 8), 'hidden': 16}
   config.batch_size = 32
@@ -95,11 +95,11 @@ def _records(workdir):
     return [json.loads(line) for line in f]
 
 
-def test_a_short_run_writes_metrics_events_checkpoints_and_a_trace(tmp_path, capsys):
+def test_a_short_run_writes_metrics_events_checkpoints_and_a_trace(data_dir, tmp_path, capsys):
   workdir = str(tmp_path / 'run')
-  final = classify.train_and_evaluate(_tiny_config(tmp_path, profile_steps=(3, 4)), workdir)
+  final = classify.train_and_evaluate(_tiny_config(data_dir, profile_steps=(3, 4)), workdir)
   assert glob.glob(os.path.join(workdir, 'profile/plugins/profile/*/*.xplane.pb'))
-  info = input_pipeline.get_dataset_info(_tiny_config(tmp_path).data)
+  info = input_pipeline.get_dataset_info(_tiny_config(data_dir).data)
   assert final['count'] == info.num_validation and final['test_count'] == info.num_eval
   records = _records(workdir)
   evals = [r for r in records if r['split'] == 'validation']
@@ -115,8 +115,8 @@ def test_a_short_run_writes_metrics_events_checkpoints_and_a_trace(tmp_path, cap
   assert 'Test on 360 test examples with the best held_out accuracy checkpoint' in out
 
 
-def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, capsys):
-  config = _tiny_config(tmp_path)
+def test_an_interrupted_run_resumes_to_the_same_result(data_dir, tmp_path, monkeypatch, capsys):
+  config = _tiny_config(data_dir)
   straight = classify.train_and_evaluate(config, str(tmp_path / 'straight'))
 
   calls = {'n': 0}
@@ -139,8 +139,8 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, ca
     np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-5)
 
 
-def test_a_named_tfds_dataset_trains_under_mock_data(tmp_path):
-  config = _tiny_config(tmp_path, num_epochs=1.0)
+def test_a_named_tfds_dataset_trains_under_mock_data(data_dir, tmp_path):
+  config = _tiny_config(data_dir, num_epochs=1.0)
   config.data.dataset = 'mnist'
   config.data.normalization = 'none'
   # 64 mock examples in 8 shards: a held-out fifth could empty a shard.
@@ -151,11 +151,11 @@ def test_a_named_tfds_dataset_trains_under_mock_data(tmp_path):
   assert np.isfinite(final['loss'])
 
 
-def test_unknown_model_is_a_user_error(tmp_path):
+def test_unknown_model_is_a_user_error(data_dir, tmp_path):
   with pytest.raises(UserError, match="config.model='resnet5'"):
-    classify.train_and_evaluate(_tiny_config(tmp_path, model='resnet5'), str(tmp_path / 'w'))
+    classify.train_and_evaluate(_tiny_config(data_dir, model='resnet5'), str(tmp_path / 'w'))
 
 
-def test_batch_size_must_split_over_devices(tmp_path):
+def test_batch_size_must_split_over_devices(data_dir, tmp_path):
   with pytest.raises(UserError, match='batch_size=30 must be a multiple'):
-    classify.train_and_evaluate(_tiny_config(tmp_path, batch_size=30), str(tmp_path / 'w'))
+    classify.train_and_evaluate(_tiny_config(data_dir, batch_size=30), str(tmp_path / 'w'))

@@ -23,11 +23,11 @@ from train.metrics import likelihood
 from zoo import pixelcnn
 
 
-def _tiny_config(tmp_path, **changes):
+def _tiny_config(data_dir, **changes):
   config = digits_pixelcnn.get_config()
   config.model = 'pixelcnn_gated_tiny'
   config.model_kwargs = {}
-  config.data.data_dir = str(tmp_path / 'tfds')
+  config.data.data_dir = data_dir
   config.data.image_size = (8, 8)
   config.batch_size = 64
   config.eval_batch_size = 128
@@ -124,8 +124,8 @@ def _split_levels(config, split):
   return (images > config.binarize_threshold).astype(int)
 
 
-def test_a_short_run_on_digits_writes_metrics_grids_and_checkpoints(tmp_path, capsys):
-  config = _tiny_config(tmp_path)
+def test_a_short_run_on_digits_writes_metrics_grids_and_checkpoints(data_dir, tmp_path, capsys):
+  config = _tiny_config(data_dir)
   workdir = str(tmp_path / 'run')
   final = trainer.train_and_evaluate(config, workdir)
   evals = [r for r in _records(workdir) if r['split'] == 'eval']
@@ -151,8 +151,8 @@ def test_a_short_run_on_digits_writes_metrics_grids_and_checkpoints(tmp_path, ca
   assert 'Final eval on 360 test examples at step 22' in out and 'samples/s' in out
 
 
-def test_a_named_tfds_dataset_trains_under_mock_data_with_256_levels(tmp_path):
-  config = _tiny_config(tmp_path, num_levels=256, eval_every_epochs=1.0,
+def test_a_named_tfds_dataset_trains_under_mock_data_with_256_levels(data_dir, tmp_path):
+  config = _tiny_config(data_dir, num_levels=256, eval_every_epochs=1.0,
                         checkpoint_every_epochs=1.0)
   config.model_kwargs = {'features': 12}  # gated colour layers: a multiple of 3 channels
   config.data.dataset = 'cifar10'
@@ -189,13 +189,13 @@ def test_recipes_build_their_models(recipe, image_shape, output_shape):
     ('binarize_threshold', 1.5, 'config.binarize_threshold=1.5'),
     ('num_samples', 6, 'num_samples=6 must be a multiple'),
 ])
-def test_bad_fields_are_user_errors(tmp_path, field, value, message):
+def test_bad_fields_are_user_errors(data_dir, tmp_path, field, value, message):
   with pytest.raises(UserError, match=message):
-    trainer.train_and_evaluate(_tiny_config(tmp_path, **{field: value}), str(tmp_path / 'w'))
+    trainer.train_and_evaluate(_tiny_config(data_dir, **{field: value}), str(tmp_path / 'w'))
 
 
-def test_normalized_images_are_a_user_error(tmp_path):
-  config = _tiny_config(tmp_path)
+def test_normalized_images_are_a_user_error(data_dir, tmp_path):
+  config = _tiny_config(data_dir)
   config.data.normalization = 'featurewise'
   with pytest.raises(UserError, match='normalization=none'):
     trainer.train_and_evaluate(config, str(tmp_path / 'w'))
