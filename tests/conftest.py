@@ -28,7 +28,9 @@ os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
 jax.config.update('jax_num_cpu_devices', 4)
 # The suite compiles many small programs and runs each only a few times: compile time is most of
 # its time. XLA:CPU's older fusion code generator compiles the tests' programs in about 60 % of
-# the time of its default one (set here, before the backend starts; subprocesses inherit it).
+# the time of its default one (set here, before the backend starts). Both settings go in the
+# environment too, for the runs tests start in subprocesses.
+os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'
 jax.config.update('jax_disable_most_optimizations', True)
 os.environ['XLA_FLAGS'] = ' '.join(
     [os.environ.get('XLA_FLAGS', ''), '--xla_cpu_use_fusion_emitters=false']).strip()

@@ -114,7 +114,7 @@ def test_two_processes_match_one_process_with_four_devices(reference, data_dir, 
            '--config.log_every_steps=1', '--config.optim.schedule=constant',
            '--config.optim.warmup_epochs=0', '--config.optim.name=sgd',
            '--config.optim.learning_rate=0.05']
-  env = dict(os.environ, JAX_NUM_CPU_DEVICES='2', JAX_DISABLE_MOST_OPTIMIZATIONS='1')
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES='2')
   port = _free_port()
   runs = [subprocess.Popen(
       [sys.executable, '-m', 'train.classify', *flags, '--workdir', str(tmp_path / 'two'),
