@@ -21,21 +21,7 @@ from train.core.errors import UserError
 from train.core.state import create_train_state, init_on_mesh
 from train.data import pipeline as input_pipeline
 
-
-def _tiny_config(data_dir, **changes):
-  config = digits_cnn.get_config()
-  config.data.data_dir = data_dir
-  config.data.image_size = (8, 8)
-  config.model_kwargs = {'features': (4, 8), 'hidden': 16}
-  config.batch_size = 32
-  config.eval_batch_size = 64
-  config.num_epochs = 2.0
-  config.eval_every_epochs = 1.0
-  config.checkpoint_every_epochs = 1.0
-  config.log_every_steps = 10
-  for name, value in changes.items():
-    config[name] = value
-  return config
+RECIPE = 'configs/digits_cnn.py:tiny'
 
 
 def _tiny_state(mesh, num_classes=10, shape=(8, 8, 1)):
@@ -95,28 +81,30 @@ def _records(workdir):
     return [json.loads(line) for line in f]
 
 
-def test_a_short_run_writes_metrics_events_checkpoints_and_a_trace(data_dir, tmp_path, capsys):
+def test_a_short_run_writes_metrics_events_checkpoints_and_a_trace(tiny_config, tmp_path,
+                                                                  capsys):
   workdir = str(tmp_path / 'run')
-  final = classify.train_and_evaluate(_tiny_config(data_dir, profile_steps=(3, 4)), workdir)
+  config = tiny_config(RECIPE, profile_steps=(3, 4))
+  final = classify.train_and_evaluate(config, workdir)
   assert glob.glob(os.path.join(workdir, 'profile/plugins/profile/*/*.xplane.pb'))
-  info = input_pipeline.get_dataset_info(_tiny_config(data_dir).data)
+  info = input_pipeline.get_dataset_info(config.data)
   assert final['count'] == info.num_validation and final['test_count'] == info.num_eval
   records = _records(workdir)
   evals = [r for r in records if r['split'] == 'validation']
-  # 1437 - 287 validation digits = 1150; 1150 // 32 = 35 steps per epoch
-  assert [r['step'] for r in evals] == [35, 70]
+  assert [r['step'] for r in evals] == [2, 4]
   for record in records:
     assert {'step', 'split', 'loss', 'accuracy'} <= record.keys()
   assert 'top5_accuracy' in evals[-1]
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
-  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) >= ['35', '70']
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) >= ['2', '4']
   out = capsys.readouterr().out
   assert 'steps/s' in out and 'ETA' in out and 'Final eval on 287 held_out examples' in out
   assert 'Test on 360 test examples with the best held_out accuracy checkpoint' in out
 
 
-def test_an_interrupted_run_resumes_to_the_same_result(data_dir, tmp_path, monkeypatch, capsys):
-  config = _tiny_config(data_dir)
+def test_an_interrupted_run_resumes_to_the_same_result(tiny_config, tmp_path, monkeypatch,
+                                                       capsys):
+  config = tiny_config(RECIPE)
   straight = classify.train_and_evaluate(config, str(tmp_path / 'straight'))
 
   calls = {'n': 0}
@@ -124,7 +112,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(data_dir, tmp_path, monke
 
   def shard_then_die(batch, mesh):
     calls['n'] += 1
-    if calls['n'] == 60:  # past the checkpoint at step 35 (after its 5 eval batches)
+    if calls['n'] == 7:  # step 4: past the checkpoint at step 2 (after its 3 eval batches)
       raise KeyboardInterrupt
     return real_shard(batch, mesh)
 
@@ -134,13 +122,13 @@ def test_an_interrupted_run_resumes_to_the_same_result(data_dir, tmp_path, monke
   monkeypatch.setattr(parallel, 'shard_batch', real_shard)
   capsys.readouterr()
   resumed = classify.train_and_evaluate(config, str(tmp_path / 'resumed'))
-  assert 'Resuming from the checkpoint at step 35' in capsys.readouterr().out
+  assert 'Resuming from the checkpoint at step 2' in capsys.readouterr().out
   for name in ('loss', 'accuracy'):
     np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-5)
 
 
-def test_a_named_tfds_dataset_trains_under_mock_data(data_dir, tmp_path):
-  config = _tiny_config(data_dir, num_epochs=1.0)
+def test_a_named_tfds_dataset_trains_under_mock_data(tiny_config, tmp_path):
+  config = tiny_config(RECIPE)
   config.data.dataset = 'mnist'
   config.data.normalization = 'none'
   # 64 mock examples in 8 shards: a held-out fifth could empty a shard.
@@ -151,11 +139,11 @@ def test_a_named_tfds_dataset_trains_under_mock_data(data_dir, tmp_path):
   assert np.isfinite(final['loss'])
 
 
-def test_unknown_model_is_a_user_error(data_dir, tmp_path):
+def test_unknown_model_is_a_user_error(tiny_config, tmp_path):
   with pytest.raises(UserError, match="config.model='resnet5'"):
-    classify.train_and_evaluate(_tiny_config(data_dir, model='resnet5'), str(tmp_path / 'w'))
+    classify.train_and_evaluate(tiny_config(RECIPE, model='resnet5'), str(tmp_path / 'w'))
 
 
-def test_batch_size_must_split_over_devices(data_dir, tmp_path):
+def test_batch_size_must_split_over_devices(tiny_config, tmp_path):
   with pytest.raises(UserError, match='batch_size=30 must be a multiple'):
-    classify.train_and_evaluate(_tiny_config(data_dir, batch_size=30), str(tmp_path / 'w'))
+    classify.train_and_evaluate(tiny_config(RECIPE, batch_size=30), str(tmp_path / 'w'))

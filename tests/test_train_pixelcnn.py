@@ -22,24 +22,7 @@ from train.data import pipeline as input_pipeline
 from train.metrics import likelihood
 from zoo import pixelcnn
 
-
-def _tiny_config(data_dir, **changes):
-  config = digits_pixelcnn.get_config()
-  config.model = 'pixelcnn_gated_tiny'
-  config.model_kwargs = {}
-  config.data.data_dir = data_dir
-  config.data.image_size = (8, 8)
-  config.batch_size = 64
-  config.eval_batch_size = 128
-  config.num_epochs = 1.0  # 1437 // 64 = 22 steps
-  config.eval_every_epochs = 0.5
-  config.checkpoint_every_epochs = 0.5
-  config.log_every_steps = 5
-  config.num_samples = 8
-  config.num_completions = 4
-  for name, value in changes.items():
-    config[name] = value
-  return config
+RECIPE = 'configs/digits_pixelcnn.py:tiny'
 
 
 def _tiny_state(mesh, model_name='pixelcnn_tiny', shape=(8, 8, 1)):
@@ -124,12 +107,13 @@ def _split_levels(config, split):
   return (images > config.binarize_threshold).astype(int)
 
 
-def test_a_short_run_on_digits_writes_metrics_grids_and_checkpoints(data_dir, tmp_path, capsys):
-  config = _tiny_config(data_dir)
+def test_a_short_run_on_digits_writes_metrics_grids_and_checkpoints(tiny_config, tmp_path,
+                                                                   capsys):
+  config = tiny_config(RECIPE)
   workdir = str(tmp_path / 'run')
   final = trainer.train_and_evaluate(config, workdir)
   evals = [r for r in _records(workdir) if r['split'] == 'eval']
-  assert [r['step'] for r in evals] == [11, 22]
+  assert [r['step'] for r in evals] == [2, 4]
   for record in evals:
     assert {'nll', 'bits_per_dim', 'baseline_nll', 'baseline_bits_per_dim',
             'samples_per_second', 'count'} <= record.keys()
@@ -141,19 +125,19 @@ def test_a_short_run_on_digits_writes_metrics_grids_and_checkpoints(data_dir, tm
   expected = -np.mean(np.sum(np.log(np.where(test == 1, p, 1 - p)), axis=(1, 2, 3)))
   np.testing.assert_allclose(final['baseline_nll'], expected, rtol=1e-5)
   # 8 samples in a 3x3 grid and 4 (original | completion) pairs in a 2x2 grid, 8x enlarged.
-  samples = np.asarray(Image.open(os.path.join(workdir, 'images', 'samples_0000022.png')))
+  samples = np.asarray(Image.open(os.path.join(workdir, 'images', 'samples_0000004.png')))
   assert samples.shape == (3 * 65 + 1, 3 * 65 + 1)
-  completions = Image.open(os.path.join(workdir, 'images', 'completions_0000022.png'))
+  completions = Image.open(os.path.join(workdir, 'images', 'completions_0000004.png'))
   assert completions.size == (2 * (17 * 8 + 1) + 1, 2 * 65 + 1)
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
-  assert {'11', '22'} <= set(os.listdir(os.path.join(workdir, 'checkpoints')))
+  assert {'2', '4'} <= set(os.listdir(os.path.join(workdir, 'checkpoints')))
   out = capsys.readouterr().out
-  assert 'Final eval on 360 test examples at step 22' in out and 'samples/s' in out
+  assert 'Final eval on 360 test examples at step 4' in out and 'samples/s' in out
 
 
-def test_a_named_tfds_dataset_trains_under_mock_data_with_256_levels(data_dir, tmp_path):
-  config = _tiny_config(data_dir, num_levels=256, eval_every_epochs=1.0,
-                        checkpoint_every_epochs=1.0)
+def test_a_named_tfds_dataset_trains_under_mock_data_with_256_levels(tiny_config, tmp_path):
+  config = tiny_config(RECIPE, num_levels=256, num_steps=2, eval_every_epochs=1.0,
+                       checkpoint_every_epochs=1.0)
   config.model_kwargs = {'features': 12}  # gated colour layers: a multiple of 3 channels
   config.data.dataset = 'cifar10'
   config.batch_size = 16
@@ -189,13 +173,13 @@ def test_recipes_build_their_models(recipe, image_shape, output_shape):
     ('binarize_threshold', 1.5, 'config.binarize_threshold=1.5'),
     ('num_samples', 6, 'num_samples=6 must be a multiple'),
 ])
-def test_bad_fields_are_user_errors(data_dir, tmp_path, field, value, message):
+def test_bad_fields_are_user_errors(tiny_config, tmp_path, field, value, message):
   with pytest.raises(UserError, match=message):
-    trainer.train_and_evaluate(_tiny_config(data_dir, **{field: value}), str(tmp_path / 'w'))
+    trainer.train_and_evaluate(tiny_config(RECIPE, **{field: value}), str(tmp_path / 'w'))
 
 
-def test_normalized_images_are_a_user_error(data_dir, tmp_path):
-  config = _tiny_config(data_dir)
+def test_normalized_images_are_a_user_error(tiny_config, tmp_path):
+  config = tiny_config(RECIPE)
   config.data.normalization = 'featurewise'
   with pytest.raises(UserError, match='normalization=none'):
     trainer.train_and_evaluate(config, str(tmp_path / 'w'))

@@ -29,11 +29,6 @@ from zoo import decoders
 ROWS, COLS = np.mgrid[:64, :64]
 
 
-@pytest.fixture(name='data_dir', scope='module')
-def data_dir_fixture(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
-
-
 def _image(values):
   """(H, W) -> (1, H, W, 1)."""
   return jnp.asarray(values, jnp.float32)[None, :, :, None]
@@ -180,47 +175,35 @@ def test_eval_counts_each_example_once_with_padding():
                              10 * np.log10(np.sum(on_lattice) / np.sum(total)), rtol=1e-4)
 
 
-def _tiny_config(data_dir, **changes):
-  config = photos_sr.get_config('2')
-  config.data.data_dir = data_dir
-  config.model_kwargs.update(dict(features=8, num_convs=1))
-  config.batch_size = 16
-  config.num_epochs = 0.1  # 2360 // 16 = 147 steps per epoch: 15 steps
-  config.eval_every_epochs = 0.05
-  config.checkpoint_every_epochs = 0.05
-  config.log_every_steps = 5
-  config.num_shown = 3
-  for name, value in changes.items():
-    config[name] = value
-  return config
+RECIPE = 'configs/photos_sr.py:tiny'
 
 
-def test_a_short_run_writes_metrics_and_grids_and_resumes(data_dir, capsys):
-  config = _tiny_config(data_dir)
-  workdir = os.path.join(data_dir, 'run')
+def test_a_short_run_writes_metrics_and_grids_and_resumes(tiny_config, tmp_path, capsys):
+  config = tiny_config(RECIPE)
+  workdir = str(tmp_path / 'run')
   final = upsample.train_and_evaluate(config, workdir)
   assert final['count'] == 24
   with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
     records = [json.loads(line) for line in f]
-  assert [r['step'] for r in records if r['split'] == 'eval'] == [7, 14, 15]
+  assert [r['step'] for r in records if r['split'] == 'eval'] == [4]  # 147 steps an epoch
   for name in ('bicubic', 'transpose', 'resize'):
     for metric in ('psnr', 'mean_psnr', 'checkerboard_db', 'lattice_error_db'):
       assert math.isfinite(final[f'{metric}_{name}'])
   assert math.isfinite(final['checkerboard_db_target'])
   # Bicubic has nothing at the lattice frequencies: its error there is all the target's.
   assert final['lattice_error_db_bicubic'] == pytest.approx(0.0, abs=0.1)
-  with Image.open(os.path.join(workdir, 'images', 'comparison_0000015.png')) as grid:
+  with Image.open(os.path.join(workdir, 'images', 'comparison_0000004.png')) as grid:
     # Rows of input, bicubic, transpose, resize, target: 64x64 patches shown twice as large.
     assert grid.size == (5 * 129 + 1, 3 * 129 + 1)
   capsys.readouterr()
   again = upsample.train_and_evaluate(config, workdir)
-  assert 'Resuming from the checkpoint at step 15' in capsys.readouterr().out
+  assert 'Resuming from the checkpoint at step 4' in capsys.readouterr().out
   assert again['psnr_resize'] == pytest.approx(final['psnr_resize'], rel=1e-6)
 
 
-def test_a_named_tfds_dataset_trains_under_mock_data(tmp_path):
-  config = _tiny_config(str(tmp_path), scale=4, decoders=('transpose',), num_epochs=1.0,
-                        eval_every_epochs=1.0, checkpoint_every_epochs=1.0, eval_batch_size=16)
+def test_a_named_tfds_dataset_trains_under_mock_data(tiny_config, tmp_path):
+  config = tiny_config(RECIPE, scale=4, decoders=('transpose',), num_steps=2,
+                       eval_every_epochs=1.0, checkpoint_every_epochs=1.0, eval_batch_size=16)
   config.data.dataset = 'cifar10'
   with tfds.testing.mock_data(num_examples=32):
     final = upsample.train_and_evaluate(config, str(tmp_path / 'cifar10'))
@@ -234,9 +217,9 @@ def test_a_named_tfds_dataset_trains_under_mock_data(tmp_path):
     (dict(decoders=('transpose', 'pixelshuffle')), 'config.decoders='),
     (dict(normalization='featurewise'), "config.data.normalization='featurewise'"),
 ])
-def test_config_errors_name_the_field(data_dir, changes, message):
-  config = _tiny_config(data_dir)
+def test_config_errors_name_the_field(tiny_config, tmp_path, changes, message):
+  config = tiny_config(RECIPE)
   for name, value in changes.items():
     (config.data if name in config.data else config)[name] = value
   with pytest.raises(UserError, match=message):
-    upsample.train_and_evaluate(config, os.path.join(data_dir, 'bad'))
+    upsample.train_and_evaluate(config, str(tmp_path / 'bad'))
