@@ -6,11 +6,14 @@ import torchvision  # noqa: F401
 
 # isort: split
 import atexit
+import contextlib
+import io
 import json
 import os
+import pathlib
 import shutil
 import tempfile
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -47,7 +50,8 @@ jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 
 # Session fixtures that train a run for several tests. The tests using one are sent to one
 # worker (`--dist loadgroup`), so that the run is trained once, not once per worker.
-SHARED_RUNS = ('reference', 'transfer_runs', 'trained_run', 'classifier', 'finished_run')
+SHARED_RUNS = ('reference', 'transfer_runs', 'trained_run', 'classifier', 'finished_run',
+               'tiny_run')
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
@@ -62,6 +66,31 @@ def pytest_collection_modifyitems(items):
 def data_dir(tmp_path_factory) -> str:
   """One TFDS data_dir for the session: each offline dataset is prepared there once."""
   return str(tmp_path_factory.mktemp('tfds'))
+
+
+class TinyRun(NamedTuple):
+  workdir: pathlib.Path
+  final: dict  # what train_and_evaluate returned
+  output: str  # what it printed
+
+
+@pytest.fixture(scope='session')
+def tiny_run(data_dir, tmp_path_factory) -> Callable[..., TinyRun]:
+  """`tiny_run(train.vae, 'configs/digits_vae.py:tiny')`: that recipe trained once per session
+  on the 4 devices under jit, for the tests that only read such a run (the short-run tests and
+  the scale-out references). A test that writes to the run copies its workdir first."""
+  runs = {}
+  def get(module, spec: str) -> TinyRun:
+    if spec not in runs:
+      config = config_lib.load_config(spec)
+      config.data.data_dir = data_dir
+      workdir = tmp_path_factory.mktemp('tiny_run')
+      output = io.StringIO()
+      with contextlib.redirect_stdout(output):
+        final = module.train_and_evaluate(config, str(workdir))
+      runs[spec] = TinyRun(workdir, final, output.getvalue())
+    return runs[spec]
+  return get
 
 
 def read_metrics(workdir, split: str | None = None) -> list[dict]:

@@ -17,18 +17,19 @@ TASKS = {
 
 
 @pytest.mark.parametrize('name', TASKS)
-def test_devices_jit_or_pmap_gradient_accumulation_and_bfloat16(name, tiny_config, tmp_path,
-                                                                monkeypatch):
-  """One run on 4 devices under jit is the reference for every other way of running it."""
+def test_devices_jit_or_pmap_gradient_accumulation_and_bfloat16(name, tiny_config, tiny_run,
+                                                                tmp_path, monkeypatch):
+  """One run on 4 devices under jit (the session's) is the reference for every other way of
+  running it."""
   module, spec, loss = TASKS[name]
-  train_task(module, tiny_config(spec), tmp_path / 'four')
+  four = tiny_run(module, spec).workdir
   train_task(module, tiny_config(spec), tmp_path / 'one', monkeypatch, devices=1)
-  assert_same_run(tmp_path / 'four', tmp_path / 'one', loss)
+  assert_same_run(four, tmp_path / 'one', loss)
   # Under pmap, and for deterministic steps in two micro-batches, which update as the whole
   # batch does (the VAE draws its noise per micro-batch).
   accumulation = {} if name == 'vae' else dict(grad_accum_steps=2)
   train_task(module, tiny_config(spec, parallelism='pmap', **accumulation), tmp_path / 'pmap')
-  assert_same_run(tmp_path / 'four', tmp_path / 'pmap', loss)
+  assert_same_run(four, tmp_path / 'pmap', loss)
 
   train_task(module, tiny_config(spec, grad_accum_steps=2, dtype='bfloat16'), tmp_path / 'both')
   losses = [r[loss] for r in read_metrics(tmp_path / 'both', 'train')]

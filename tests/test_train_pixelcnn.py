@@ -107,11 +107,8 @@ def _split_levels(config, split):
   return (images > config.binarize_threshold).astype(int)
 
 
-def test_a_short_run_on_digits_writes_metrics_grids_and_checkpoints(tiny_config, tmp_path,
-                                                                   capsys):
-  config = tiny_config(RECIPE)
-  workdir = str(tmp_path / 'run')
-  final = trainer.train_and_evaluate(config, workdir)
+def test_a_short_run_on_digits_writes_metrics_grids_and_checkpoints(tiny_config, tiny_run):
+  workdir, final, out = tiny_run(trainer, RECIPE)
   evals = [r for r in _records(workdir) if r['split'] == 'eval']
   assert [r['step'] for r in evals] == [2, 4]
   for record in evals:
@@ -120,6 +117,7 @@ def test_a_short_run_on_digits_writes_metrics_grids_and_checkpoints(tiny_config,
   assert final['count'] == 360 and final['samples_per_second'] > 0
   np.testing.assert_allclose(final['bits_per_dim'], final['nll'] / (64 * np.log(2)), rtol=1e-6)
   # The baseline is fitted on the training split and scored on the test split.
+  config = tiny_config(RECIPE)  # the run's
   train, test = _split_levels(config, 'train'), _split_levels(config, 'test')
   p = (train.sum(0) + 1) / (len(train) + 2)
   expected = -np.mean(np.sum(np.log(np.where(test == 1, p, 1 - p)), axis=(1, 2, 3)))
@@ -131,7 +129,6 @@ def test_a_short_run_on_digits_writes_metrics_grids_and_checkpoints(tiny_config,
   assert completions.size == (2 * (17 * 8 + 1) + 1, 2 * 65 + 1)
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
   assert {'2', '4'} <= set(os.listdir(os.path.join(workdir, 'checkpoints')))
-  out = capsys.readouterr().out
   assert 'Final eval on 360 test examples at step 4' in out and 'samples/s' in out
 
 

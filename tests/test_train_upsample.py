@@ -4,6 +4,7 @@ import functools
 import json
 import math
 import os
+import shutil
 
 import chex
 import jax
@@ -178,10 +179,11 @@ def test_eval_counts_each_example_once_with_padding():
 RECIPE = 'configs/photos_sr.py:tiny'
 
 
-def test_a_short_run_writes_metrics_and_grids_and_resumes(tiny_config, tmp_path, capsys):
-  config = tiny_config(RECIPE)
-  workdir = str(tmp_path / 'run')
-  final = upsample.train_and_evaluate(config, workdir)
+def test_a_short_run_writes_metrics_and_grids_and_resumes(tiny_config, tiny_run, tmp_path,
+                                                         capsys):
+  run = tiny_run(upsample, RECIPE)
+  workdir = shutil.copytree(run.workdir, tmp_path / 'run')  # resumed below: a copy
+  final = run.final
   assert final['count'] == 24
   with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
     records = [json.loads(line) for line in f]
@@ -196,7 +198,7 @@ def test_a_short_run_writes_metrics_and_grids_and_resumes(tiny_config, tmp_path,
     # Rows of input, bicubic, transpose, resize, target: 64x64 patches shown twice as large.
     assert grid.size == (5 * 129 + 1, 3 * 129 + 1)
   capsys.readouterr()
-  again = upsample.train_and_evaluate(config, workdir)
+  again = upsample.train_and_evaluate(tiny_config(RECIPE), str(workdir))
   assert 'Resuming from the checkpoint at step 4' in capsys.readouterr().out
   assert again['psnr_resize'] == pytest.approx(final['psnr_resize'], rel=1e-6)
 

@@ -138,10 +138,8 @@ def test_grids_lay_out_the_pictures():
     assert 0 <= float(grid.min()) and float(grid.max()) <= 1
 
 
-def test_a_short_run_writes_metrics_and_grids(tiny_config, tmp_path):
-  config = tiny_config(RECIPE)
-  workdir = str(tmp_path / 'run')
-  final = vae_train.train_and_evaluate(config, workdir)
+def test_a_short_run_writes_metrics_and_grids(tiny_run):
+  workdir, final, _ = tiny_run(vae_train, RECIPE)
   evals = _records(workdir, 'eval')
   assert [r['step'] for r in evals] == [2, 4]
   assert 'iwae_nll' not in evals[0]  # the importance-weighted bound is for the final eval
