@@ -65,15 +65,16 @@ class Restored(NamedTuple):
 
 
 @jax.jit
-def _all_finite(tree: Any) -> jax.Array:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+def _all_finite(arrays: list[jax.Array]) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in arrays]))
 
 
 def is_finite(state: Any) -> bool:
-  """Whether every float array of `state` is finite: one reduction on device, one bool back."""
-  return bool(_all_finite(state))
+  """Whether every float array of `state` is finite: one reduction on device, one bool back.
+  Reduced as a list of arrays, not the state itself, so that states of the same shapes share one
+  traced program (a state's tree structure includes its optimizer, new in each run)."""
+  arrays = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return bool(_all_finite(arrays)) if arrays else True
 
 
 class Checkpointer:
