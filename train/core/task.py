@@ -20,7 +20,6 @@ import dataclasses
 from typing import Any, Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epy
@@ -157,4 +156,4 @@ def count_params(tree: Any) -> int:
     if dataclasses.is_dataclass(node):
       return [leaf for f in dataclasses.fields(node) for leaf in leaves(getattr(node, f.name))]
     return jax.tree.leaves(node)
-  return sum(jnp.size(x) for x in leaves(tree))
+  return sum(int(np.size(x)) for x in leaves(tree))  # arrays or their ShapeDtypeStructs
