@@ -394,6 +394,10 @@ def test_an_early_stopping_metric_the_task_lacks_is_refused_before_training(
   assert last_line == ("error: config.early_stopping.metric='accuracy' is not an eval metric of "
                        'this task; use one of bits_per_dim, kl, neg_elbo, reconstruction.')
   assert not workdir.exists()  # the run created it, then left nothing in it
+  workdir.mkdir()  # one that already existed is left as it was
+  with pytest.raises(SystemExit):
+    vae.main(argv=[*argv, '--config.early_stopping.metric=accuracy'])
+  assert not os.listdir(workdir)
   vae.main(argv=[*argv, '--config.early_stopping.metric=neg_elbo'])  # the same workdir, fixed
   assert read_metrics(workdir, 'eval')
 

@@ -100,14 +100,15 @@ class Checkpointer:
     self.read_only = read_only
     self._saving = (None, 0)  # the step and size of the latest save started
     # best_fn makes Orbax store the metrics beside each checkpoint, which BestN ranks by.
-    # cleanup_tmp_directories removes the partial saves a killed run leaves behind.
+    # cleanup_tmp_directories removes the partial saves a killed run leaves behind. The
+    # directory is made by the first save (create=False): a run refused before it leaves none.
     self._manager = ocp.CheckpointManager(
         self.directory, item_handlers={'state': ocp.StandardCheckpointHandler(),
                                        'progress': ocp.JsonCheckpointHandler(),
                                        LEGACY_ITEM: ocp.StandardCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(
             preservation_policy=policy, best_fn=score, best_mode='max', read_only=read_only,
-            create=not read_only, cleanup_tmp_directories=not read_only))
+            create=False, cleanup_tmp_directories=not read_only))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
