@@ -18,7 +18,6 @@ and optionally
 """
 
 import dataclasses
-import functools
 import importlib
 import json
 import os
@@ -62,14 +61,7 @@ def input_shape(model: nn.Module, name: str) -> tuple[int, int, int]:
 
 def abstract_variables(model: nn.Module, name: str) -> dict[str, Any]:
   """The shapes of `model`'s variables on its input shape (no FLOPs, no memory)."""
-  return _variable_shapes(model, input_shape(model, name))
-
-
-# Tracing a large model's `init` takes seconds, and a file is converted once per source it may
-# come from (a .pth: torchvision's or timm's): the shapes are kept per model configuration.
-@functools.lru_cache(maxsize=16)
-def _variable_shapes(model: nn.Module, shape: tuple[int, int, int]) -> dict[str, Any]:
-  x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+  x = jax.ShapeDtypeStruct((1, *input_shape(model, name)), jnp.float32)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
   return jax.eval_shape(lambda x: model.init(rngs, x, train=False), x)
 
