@@ -83,7 +83,9 @@ def convert(name: str, tensors: Mapping[str, np.ndarray], source: str,
   variables = mapping.map_variables(abstract_variables(model, name), tensors,
                                     converter.rule(name, source), source=source, layout=layout,
                                     ignored=ignored)
-  return model, jax.tree.map(jnp.asarray, variables)
+  # device_put, not jnp.asarray: under JAX 0.10, jnp.asarray of a NumPy array compiles an identity
+  # program for each new shape (0.8 s for the 28 shapes of a ResNet-50's 267 arrays).
+  return model, jax.device_put(variables)
 
 
 def _candidate_sources(name: str, fmt: str, tensors: Mapping[str, np.ndarray],
@@ -184,7 +186,7 @@ def _load_zoo(name: str, path: str, overrides: Mapping[str, Any]):
   variables = mapping.map_variables(
       abstract_variables(model, name), flat, lambda collection, p: '/'.join((collection, *p)),
       source='zoo', layout=mapping.keras_layout)
-  return model, jax.tree.map(jnp.asarray, variables), config['source']
+  return model, jax.device_put(variables), config['source']
 
 
 __all__ = ['ConversionError', 'convert', 'family', 'load_pretrained', 'save_pretrained']
