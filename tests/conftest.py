@@ -162,6 +162,20 @@ def assert_same_run(workdir_a, workdir_b, loss: str = 'loss') -> None:
                params_a, params_b)
 
 
+@contextlib.contextmanager
+def lowerings():
+  """Lists every program JAX lowers (to compile, or to find in its caches) inside the block."""
+  lowered = []
+  def count(event, *_, **__):
+    if event == '/jax/core/compile/jaxpr_to_mlir_module_duration':
+      lowered.append(event)
+  jax.monitoring.register_event_duration_secs_listener(count)
+  try:
+    yield lowered
+  finally:
+    jax.monitoring.unregister_event_duration_listener(count)
+
+
 def train_task(module, config, workdir, monkeypatch=None, devices: int | None = None) -> None:
   """Runs `module.train_and_evaluate`; with `devices`, on a mesh of only that many devices."""
   if devices:

@@ -8,6 +8,7 @@ is passed over for the newest one that can, with a line saying so.
 """
 
 import contextlib
+import functools
 import glob
 import logging
 import os
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_managers
+from orbax.checkpoint import checkpoint_managers, type_handlers
 
 from train.core.errors import USER_FIXABLE_ERRNOS, TrainingDiverged, UserError
 
@@ -56,6 +57,17 @@ class _SkipExpectedWarnings(logging.Filter):
 
 
 logging.getLogger('absl').addFilter(_SkipExpectedWarnings())
+
+
+@functools.cache
+def _save_replicas_whole_on_one_cpu_process() -> None:
+  """Orbax's replica-parallel saving (its default except on GPU) cuts each replicated array into
+  one slice per replica, so that devices copy to the host, and processes write, in parallel. The
+  CPU devices of one process have neither to share: it only compiles a slicing program per array
+  shape (the first save of 40 small arrays on 4 CPU devices: 9 s with it, 0.2 s without)."""
+  if jax.process_count() == 1 and jax.default_backend() == 'cpu':
+    type_handlers.register_type_handler(
+        jax.Array, type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
 
 
 class Restored(NamedTuple):
@@ -95,6 +107,7 @@ class Checkpointer:
         checkpoint_managers.BestN(get_metric_fn=score, n=1,
                                   keep_checkpoints_without_metrics=False),
     ])
+    _save_replicas_whole_on_one_cpu_process()
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, 'checkpoints')
     self.read_only = read_only

@@ -62,8 +62,10 @@ def input_shape(model: nn.Module, name: str) -> tuple[int, int, int]:
 def abstract_variables(model: nn.Module, name: str) -> dict[str, Any]:
   """The shapes of `model`'s variables on its input shape (no FLOPs, no memory)."""
   x = jax.ShapeDtypeStruct((1, *input_shape(model, name)), jnp.float32)
-  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
-  return jax.eval_shape(lambda x: model.init(rngs, x, train=False), x)
+  def init(x):  # keys made inside: made outside, they would be computed (and compiled) eagerly
+    rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
+    return model.init(rngs, x, train=False)
+  return jax.eval_shape(init, x)
 
 
 def convert(name: str, tensors: Mapping[str, np.ndarray], source: str,
