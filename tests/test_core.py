@@ -1,6 +1,8 @@
 """The core's small parts: optimizer schedules, the weight-decay mask, clipping, early stopping,
 the checkpoint policy, and the run's evaluation hooks."""
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,3 +111,10 @@ def test_saving_a_replicated_state_on_cpu_devices_compiles_nothing(tmp_path):
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state))
   jax.tree.map(np.testing.assert_array_equal, restored.state, state)
   checkpointer.close()
+
+
+def test_replacing_orbaxs_array_handler_logs_nothing(caplog):
+  """Orbax warns when a type handler is replaced; a run's output should not carry it."""
+  with caplog.at_level(logging.WARNING):
+    checkpoint._save_replicas_whole_on_one_cpu_process.__wrapped__()
+  assert not caplog.records

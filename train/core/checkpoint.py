@@ -47,15 +47,17 @@ def _is_write_failure(e: BaseException | None) -> bool:
 
 
 class _SkipExpectedWarnings(logging.Filter):
-  """Periodic saves between evaluations carry no metrics by design, and scoring opens
-  checkpoints read-only on purpose; Orbax warns at each. A save that fails for a full disk or a
-  denied write is reported in one line, without Orbax's tracebacks."""
+  """Periodic saves between evaluations carry no metrics by design, scoring opens checkpoints
+  read-only on purpose, and `_save_replicas_whole_on_one_cpu_process` replaces Orbax's array
+  handler on purpose; Orbax warns at each. A save that fails for a full disk or a denied write is
+  reported in one line, without Orbax's tracebacks."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     message = record.getMessage()
     if record.exc_info and _is_write_failure(record.exc_info[1]):
       return False  # a failed save's tracebacks: `Checkpointer.wait` reports it in one line
-    return not any(s in message for s in ('did not provide metrics', 'read only', 'read_only'))
+    return not any(s in message for s in ('did not provide metrics', 'read only', 'read_only',
+                                          'overriding jax.Array'))
 
 
 logging.getLogger('absl').addFilter(_SkipExpectedWarnings())
