@@ -197,6 +197,16 @@ def test_a_missing_classifier_says_which_command_trains_it(tmp_path):
                                 str(tmp_path / 'nowhere'), parallel.make_mesh())
 
 
+def test_a_classifier_config_that_does_not_build_the_run_says_which_fields_to_set(classifier):
+  _, workdir, overrides = classifier
+  wider = (*overrides, "model_kwargs={'features': (16, 16), 'hidden': 32}")
+  with pytest.raises(UserError, match=(
+      r"holds a run of another model or dataset \(params/.* shape .*model_kwargs.*\): set "
+      r"config.eval.classifier_config and classifier_overrides to the config that run was "
+      r"trained with \(its config.json\)")):
+    feature_nets.classifier_net(CLASSIFIER_CONFIG, wider, workdir, parallel.make_mesh())
+
+
 def test_collapsed_samples_fire_the_mode_collapse_monitors(classifier):
   mesh = parallel.make_mesh()
   config = _config(classifier)

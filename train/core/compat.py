@@ -21,10 +21,12 @@ _DATA_FIELDS = ('data.dataset', 'data.classes', 'data.train_split', 'data.image_
 
 def check_fits(saved_tree: Any, abstract_state: Any,
                saved_config: ml_collections.ConfigDict | None,
-               config: ml_collections.ConfigDict, workdir: str) -> None:
+               config: ml_collections.ConfigDict, workdir: str, *,
+               remedy: str | None = None) -> None:
   """UserError if the checkpoint's arrays (`saved_tree`, its metadata; None: no checkpoint) are
   not those of `abstract_state`, or if `saved_config` (the run's config.json, if any) trained on
-  other data; the message names the config fields that differ."""
+  other data; the message names the config fields that differ, and `remedy` what to do (by
+  default: start a new run, or resume this one with its own config)."""
   if saved_tree is None:
     return
   fields = config_differences(saved_config, config) if saved_config is not None else []
@@ -32,14 +34,15 @@ def check_fits(saved_tree: Any, abstract_state: Any,
   if problem is None:
     data = [f for f in fields if f.split(':')[0] in _DATA_FIELDS]
     if data:
-      raise UserError(f'{workdir} holds a run on other data ({"; ".join(data)}): give a new '
-                      '--workdir, or rerun with that run\'s data fields.')
+      remedy = remedy or "give a new --workdir, or rerun with that run's data fields"
+      raise UserError(f'{workdir} holds a run on other data ({"; ".join(data)}): {remedy}.')
     return
   cause = (f'; config fields that differ from that run\'s config.json: {"; ".join(fields[:4])}'
            f'{" and more" if len(fields) > 4 else ""}' if fields else '')
-  raise UserError(f'{workdir} holds a run of another model or dataset ({problem}{cause}): give '
-                  'a new --workdir, or rerun with that run\'s config; a classifier can start '
-                  f'from its weights with --config.transfer.init_from={workdir}.')
+  remedy = remedy or ("give a new --workdir, or rerun with that run's config; a classifier can "
+                      f'start from its weights with --config.transfer.init_from={workdir}')
+  raise UserError(f'{workdir} holds a run of another model or dataset ({problem}{cause}): '
+                  f'{remedy}.')
 
 
 def shapes(tree: Any) -> dict[str, tuple[int, ...]]:

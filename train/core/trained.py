@@ -77,8 +77,10 @@ def _tuples(tree: Any) -> Any:
 
 
 def restore_classifier(config: ml_collections.ConfigDict, workdir: str,
-                       mesh: jax.sharding.Mesh | None = None) -> TrainedClassifier:
-  """The best checkpoint of the run `config` trained in `workdir`, replicated over `mesh`."""
+                       mesh: jax.sharding.Mesh | None = None, *,
+                       remedy: str | None = None) -> TrainedClassifier:
+  """The best checkpoint of the run `config` trained in `workdir`, replicated over `mesh`.
+  `remedy` says what to do when `config` does not build that run's model (`compat.check_fits`)."""
   directory = os.path.join(workdir, 'checkpoints')
   if not os.path.isdir(directory) or not any(name.isdigit() for name in os.listdir(directory)):
     raise UserError(f'{workdir!r} holds no checkpoint yet: train it first with '
@@ -93,7 +95,8 @@ def restore_classifier(config: ml_collections.ConfigDict, workdir: str,
       jax.random.key(0), parallel.replicated(mesh))
   checkpointer = Checkpointer(workdir, keep=1, best_metric='accuracy', read_only=True)
   try:
-    compat.check_fits(checkpointer.saved_tree(), abstract, None, config, workdir)
+    compat.check_fits(checkpointer.saved_tree(), abstract, saved_config(workdir), config, workdir,
+                      remedy=remedy)
     state, _, step = checkpointer.restore_for_use(abstract, 'best')
   finally:
     checkpointer.close()

@@ -130,7 +130,10 @@ def classifier_net(config_file: str, overrides, workdir: str,
   except UserError as e:
     raise UserError(f'config.eval.classifier_config={config_file!r} / classifier_overrides: '
                     f'{e}') from None
-  classifier = trained.restore_classifier(config, workdir, mesh)
+  classifier = trained.restore_classifier(
+      config, workdir, mesh, remedy=f'set config.eval.classifier_config and classifier_overrides '
+      f'to the config that run was trained with (its {trained.CONFIG_FILE}), or train a '
+      f'classifier as they say: {command}')
   preprocessing = input_pipeline.input_preprocessing(config.data)
   description = (f'classifier {config.model} of {workdir} (step {classifier.step}), '
                  f'{classifier.variables["params"]["head"]["kernel"].shape[0]}-d pooled features')
