@@ -104,7 +104,9 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process_with_four_devices(reference, data_dir, tmp_path):
+@pytest.mark.parametrize('parallelism', ['jit', 'pmap'])
+def test_two_processes_match_one_process_with_four_devices(parallelism, reference, data_dir,
+                                                           tmp_path):
   # The command line of `_config` (the reference's), on 2 processes of 2 devices each.
   flags = ['--config', 'configs/digits_cnn.py', '--config.model=resnet20',
            '--config.model_kwargs.stage_sizes=(1,1,1)', '--config.model_kwargs.widths=(4,8,16)',
@@ -113,7 +115,7 @@ def test_two_processes_match_one_process_with_four_devices(reference, data_dir, 
            '--config.eval_every_epochs=1', '--config.checkpoint_every_epochs=1',
            '--config.log_every_steps=1', '--config.optim.schedule=constant',
            '--config.optim.warmup_epochs=0', '--config.optim.name=sgd',
-           '--config.optim.learning_rate=0.05']
+           '--config.optim.learning_rate=0.05', f'--config.parallelism={parallelism}']
   env = dict(os.environ, JAX_NUM_CPU_DEVICES='2')
   port = _free_port()
   runs = [subprocess.Popen(

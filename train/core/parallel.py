@@ -4,9 +4,11 @@ Two ways to run a step on it: `JitParallelism` (the default: one compiled progra
 arrays) and `PmapParallelism` (`jax.pmap` with explicit collectives), with the same interface.
 """
 
+import functools
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -91,7 +93,9 @@ class PmapParallelism:
     self.mesh = mesh
     self.axis_name = DATA_AXIS
     self._devices = jax.local_devices()
-    self._stacked = _stacked_sharding(self._devices)
+    local = jax.sharding.Mesh(np.array(self._devices), (DATA_AXIS,))
+    self._stacked = NamedSharding(local, P(DATA_AXIS))  # the layout `jax.pmap` takes
+    self._local_copies = NamedSharding(local, P())
 
   def compile(self, fn: Callable, *, donate_state: bool = False,
               with_rng: bool = False) -> Callable:
@@ -106,25 +110,36 @@ class PmapParallelism:
             for k, v in batch.items()}
 
   def put_state(self, state: Any) -> Any:
-    return jax.tree.map(lambda x: _stack_on(x, self._devices), state)
+    """This process's copy of each replicated array, stacked once per local device."""
+    local = jax.device_put(jax.tree.map(lambda x: x.addressable_data(0), state),
+                           self._local_copies)
+    return _stacked_copies(local, self._stacked)
 
   def get_state(self, state: Any) -> Any:
-    return jax.device_put(jax.tree.map(lambda x: x[0], state), replicated(self.mesh))
+    """The state replicated over the (global) mesh, each process giving its devices' copies."""
+    sharding = replicated(self.mesh)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_single_device_arrays(
+            x.shape, sharding, [shard.data for shard in x.addressable_shards]),
+        _first_copy(state, self._local_copies))
 
   def get_output(self, tree: Any) -> Any:
-    return to_host(jax.tree.map(lambda x: x[0], tree))
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], tree)
 
 
-def _stack_on(x: jax.Array, devices: list[jax.Device]) -> jax.Array:
-  """One copy of `x` per device, stacked on a leading axis, as `jax.pmap` takes it."""
-  copies = [jax.device_put(x[None], device) for device in devices]
-  return jax.make_array_from_single_device_arrays((len(devices), *x.shape),
-                                                  _stacked_sharding(devices), copies)
+# Each a program over the whole state, compiled once per state's shapes: indexing array by array
+# compiled a program per array shape and ran one per array and device (0.4 s a call for a
+# ResNet-20's state on 4 CPU devices, even compiled).
+@functools.partial(jax.jit, static_argnums=1)
+def _stacked_copies(tree: Any, sharding: NamedSharding) -> Any:
+  copies = sharding.mesh.size
+  return jax.lax.with_sharding_constraint(
+      jax.tree.map(lambda x: jnp.broadcast_to(x, (copies, *x.shape)), tree), sharding)
 
 
-def _stacked_sharding(devices: list[jax.Device]) -> NamedSharding:
-  """Split on a leading axis of one entry per device: the layout `jax.pmap` takes."""
-  return NamedSharding(jax.sharding.Mesh(np.array(devices), (DATA_AXIS,)), P(DATA_AXIS))
+@functools.partial(jax.jit, static_argnums=1)
+def _first_copy(tree: Any, sharding: NamedSharding) -> Any:
+  return jax.lax.with_sharding_constraint(jax.tree.map(lambda x: x[0], tree), sharding)
 
 
 def make_parallelism(name: str, mesh: jax.sharding.Mesh) -> JitParallelism | PmapParallelism:
