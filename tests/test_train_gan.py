@@ -12,6 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import assert_same_run, checkpoint_params, read_metrics, train_task
 
 import zoo
 from configs import digits_dcgan
@@ -284,6 +285,28 @@ def test_a_short_run_writes_grids_scores_and_checkpoints_that_gan_eval_reproduce
   config.eval.checkpoint = '7'
   with pytest.raises(UserError, match="config.eval.checkpoint='7'"):
     gan_eval.evaluate_checkpoint(config, workdir)
+
+
+def test_devices_jit_or_pmap_gradient_accumulation_and_bfloat16(classifier, tmp_path,
+                                                                monkeypatch):
+  """As tests/test_scale_out.py does for the other tasks: a run on 4 devices under jit is the
+  reference for 1 device and for pmap; both networks use BatchNorm, which sees each
+  micro-batch's statistics, so accumulation is checked for float32 parameters and finite losses."""
+  short = lambda **changes: _config(classifier, num_steps=4, log_every_steps=1, **changes)
+  train_task(gan, short(), tmp_path / 'four')
+  train_task(gan, short(), tmp_path / 'one', monkeypatch, devices=1)
+  assert_same_run(tmp_path / 'four', tmp_path / 'one', 'd_loss')
+  assert_same_run(tmp_path / 'four', tmp_path / 'one', 'g_loss')
+  train_task(gan, short(parallelism='pmap'), tmp_path / 'pmap')
+  assert_same_run(tmp_path / 'four', tmp_path / 'pmap', 'd_loss')
+  assert_same_run(tmp_path / 'four', tmp_path / 'pmap', 'g_loss')
+
+  train_task(gan, short(grad_accum_steps=2, dtype='bfloat16'), tmp_path / 'both')
+  losses_ = [[r[name] for r in read_metrics(tmp_path / 'both', 'train')]
+             for name in ('d_loss', 'g_loss')]
+  assert all(losses_) and np.all(np.isfinite(losses_))
+  _, params = checkpoint_params(tmp_path / 'both')
+  assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype(np.float32)}
 
 
 def test_gan_eval_without_a_run_is_a_user_error(classifier, tmp_path):
