@@ -311,10 +311,32 @@ def _check_free_space(directory: str, state: Any) -> int:
   return needed
 
 
+@functools.cache
+def _ignore_reads_left_behind() -> None:
+  """A failed read of a checkpoint leaves Orbax's other reads running after it closes their
+  event loop; as each finishes, TensorStore reports the 'Event loop is closed' RuntimeError of
+  its callback, printed or as unraisable (one traceback per array, as the loop closes, during the
+  next read or later), past the end of `_quiet_stderr_unless_ok`. These are dropped; any other
+  exception goes to the hook it would have gone to."""
+  is_closed_loop = lambda e: isinstance(e, RuntimeError) and str(e) == 'Event loop is closed'
+  print_exception, report_unraisable = sys.excepthook, sys.unraisablehook
+
+  def excepthook(kind, value, traceback):
+    if not is_closed_loop(value):
+      print_exception(kind, value, traceback)
+
+  def unraisablehook(unraisable):
+    if not is_closed_loop(unraisable.exc_value):
+      report_unraisable(unraisable)
+
+  sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+
+
 @contextlib.contextmanager
 def _quiet_stderr_unless_ok():
   """TensorStore prints a traceback of its own ('Event loop is closed') when a read fails; the
   caller reports the failure in one line instead. Output of a restore that works is kept."""
+  _ignore_reads_left_behind()
   sys.stderr.flush()
   saved = os.dup(2)
   with tempfile.TemporaryFile() as captured:
