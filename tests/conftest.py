@@ -150,14 +150,16 @@ def checkpoint_arrays(workdir, name: str) -> tuple[int, dict]:
   return step, found
 
 
-def assert_same_run(workdir_a, workdir_b, loss: str = 'loss') -> None:
-  """Two runs wrote the same train losses (`loss` metric) and the same final parameters."""
+def assert_same_run(workdir_a, workdir_b, *losses: str) -> None:
+  """Two runs wrote the same train losses (each of the metrics `losses`, default 'loss') and
+  the same final parameters."""
   step_a, params_a = checkpoint_params(workdir_a)
   step_b, params_b = checkpoint_params(workdir_b)
   assert step_a == step_b
-  losses = [[r[loss] for r in read_metrics(w, 'train')] for w in (workdir_a, workdir_b)]
-  assert losses[0], f'no train records in {workdir_a}'
-  np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+  for loss in losses or ('loss',):
+    values = [[r[loss] for r in read_metrics(w, 'train')] for w in (workdir_a, workdir_b)]
+    assert values[0], f'no train records in {workdir_a}'
+    np.testing.assert_allclose(values[0], values[1], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                params_a, params_b)
 

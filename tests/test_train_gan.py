@@ -295,16 +295,14 @@ def test_devices_jit_or_pmap_gradient_accumulation_and_bfloat16(classifier, tmp_
   short = lambda **changes: _config(classifier, num_steps=4, log_every_steps=1, **changes)
   train_task(gan, short(), tmp_path / 'four')
   train_task(gan, short(), tmp_path / 'one', monkeypatch, devices=1)
-  assert_same_run(tmp_path / 'four', tmp_path / 'one', 'd_loss')
-  assert_same_run(tmp_path / 'four', tmp_path / 'one', 'g_loss')
+  assert_same_run(tmp_path / 'four', tmp_path / 'one', 'd_loss', 'g_loss')
   train_task(gan, short(parallelism='pmap'), tmp_path / 'pmap')
-  assert_same_run(tmp_path / 'four', tmp_path / 'pmap', 'd_loss')
-  assert_same_run(tmp_path / 'four', tmp_path / 'pmap', 'g_loss')
+  assert_same_run(tmp_path / 'four', tmp_path / 'pmap', 'd_loss', 'g_loss')
 
   train_task(gan, short(grad_accum_steps=2, dtype='bfloat16'), tmp_path / 'both')
-  losses_ = [[r[name] for r in read_metrics(tmp_path / 'both', 'train')]
-             for name in ('d_loss', 'g_loss')]
-  assert all(losses_) and np.all(np.isfinite(losses_))
+  train_losses = [[r[name] for r in read_metrics(tmp_path / 'both', 'train')]
+                  for name in ('d_loss', 'g_loss')]
+  assert all(train_losses) and np.all(np.isfinite(train_losses))
   _, params = checkpoint_params(tmp_path / 'both')
   assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype(np.float32)}
 
