@@ -2,9 +2,9 @@
 
     python -m train.classify --config configs/digits_cnn.py --workdir runs/digits_cnn
 
-Expected (measured on a 2-core CPU on 2026-12-07: 29 s of wall time, 25 s of CPU): 680 steps on
-the 1,150 training digits; validation accuracy 0.9895 (284 of the 287 digits held out of the
-training split) at the end, which is also the best checkpoint (step 680); that checkpoint scores
+Expected (measured on a 2-core CPU on 2026-12-07: 16-29 s of wall time, 20-25 s of CPU): 680
+steps on the 1,150 training digits; validation accuracy 0.9895 (284 of the 287 digits held out of
+the training split) at the end, which is also the best checkpoint (step 680); that checkpoint scores
 test accuracy 1.0000 (all 360 test digits), top-5 1.0000, loss 0.0031. The last digits depend on
 the machine (0.9930 and test loss 0.0028 on 2026-12-01, with the same code).
 """
